@@ -1,0 +1,53 @@
+# profile-enrichment: every entry point a user needs, each of which sets itself up first.
+#   make demo   generate data and run the pipeline on embedded defaults (local Spark, ./lake)
+#   make test   lint and run the whole test suite
+# Both depend on `make setup`, so either works alone on a fresh machine.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+JARS   := .jars
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup check-tools demo test lint docs bench clean distclean
+
+setup: check-tools $(VENV)/.installed $(JARS)/.fetched
+
+check-tools:
+	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
+	@command -v java >/dev/null || { echo "setup: 'java' not found; Spark 4.2 needs Java 17 or 21 (e.g. apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@java -version 2>&1 | head -1 | grep -Eq '"(17|21)[."]' || { echo "setup: Spark 4.2 needs Java 17 or 21, found: $$(java -version 2>&1 | head -1)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "setup: 'mvn' not found; it fetches the Delta jars (e.g. apt-get install maven)"; exit 1; }
+
+# Re-installed only when the pins change.
+$(VENV)/.installed: setup.py lib/enrich/_versions.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# Re-fetched only when the Delta version changes.
+$(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py $(VENV)/.installed
+	$(PY) tools/fetch_jars.py $(JARS)
+	@touch $@
+
+demo: setup
+	$(PY) jobs/generate_data.py
+
+lint: setup
+	$(VENV)/bin/ruff check lib jobs tests tools bench
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+docs: setup
+	$(PY) tools/config_table.py README.md
+
+bench: setup
+	$(PY) bench/datagen.py
+
+clean:
+	rm -rf lake mlruns mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
+
+distclean: clean
+	rm -rf $(VENV) $(JARS)

@@ -1,0 +1,51 @@
+"""Packaging for profile-enrichment: the `enrich` library that spark-submit ships as a wheel.
+
+Every Python dependency is pinned here, exactly; Spark and Delta take their versions from
+lib/enrich/_versions.py so the Python packages and the fetched jars always match.
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_versions: dict[str, str] = {}
+exec((Path(__file__).parent / "lib" / "enrich" / "_versions.py").read_text(), _versions)
+
+INSTALL_REQUIRES = [
+    f"pyspark=={_versions['SPARK_VERSION']}",
+    f"delta-spark=={_versions['DELTA_VERSION']}",
+    "mlflow==3.17.2",
+    "pandas==2.3.3",  # PySpark warns on pandas 3
+    "pyarrow==25.0.1",
+    "numpy==2.4.6",
+    "scipy==1.17.1",
+    "pydantic==2.14.3",  # typed config; already required by mlflow
+    "PyYAML==6.0.3",
+    "requests==2.34.2",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest==9.2.0",
+        "hypothesis==6.170.15",
+        "ruff==0.17.6",
+    ],
+}
+
+setup(
+    name="profile-enrichment",
+    version="0.1.0",
+    description="PySpark jobs that turn CDP experience events and profile snapshots into "
+    "model-driven profile attributes and deliver them back in bulk.",
+    python_requires=">=3.11,<3.12",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "console_scripts": [
+            "enrich-generate-data=enrich.jobs.generate_data:main",
+        ],
+    },
+)
