@@ -1,0 +1,303 @@
+"""Typed configuration: YAML files overlaid in order, `--set` overrides, `${ENV}` interpolation.
+
+Loading happens once, at a job's entry point; every part of the library receives only the subtree
+it needs (`cfg.spark`, `cfg.generate`, ...). The models below are the single source of truth for
+keys, types, ranges and defaults; the defaults are the local set-up, so a job run with no config
+file at all works on a laptop (`make demo`).
+
+Secrets never live here: there is no key for one, and unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from enrich.errors import ConfigError
+
+Format = Literal["parquet", "json", "delta"]
+
+
+class _Section(BaseModel):
+    """Strict base: unknown keys are errors, values are checked, sections are immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, validate_default=True
+    )
+
+
+class Dataset(_Section):
+    path: str | None = None
+    """Folder or URI of the dataset. Default: a folder under `<lake>/raw/`."""
+    format: Format = "delta"
+    """Storage format: `parquet`, `json` (JSON lines) or `delta`."""
+
+
+class InputConfig(_Section):
+    events: Dataset = Dataset()
+    """XDM ExperienceEvents (raw, un-unified). Default path `<lake>/raw/events`."""
+    snapshot: Dataset = Dataset()
+    """XDM profile snapshot (one row per unified profile). Default path `<lake>/raw/profile_snapshot`."""
+
+
+class SparkConfig(_Section):
+    mode: Literal["auto", "local", "cluster", "databricks"] = "auto"
+    """Where the job runs. `auto`: Databricks when `DATABRICKS_RUNTIME_VERSION` is set, cluster
+    when launched by spark-submit, local otherwise."""
+    master: str = "local[*]"
+    """Spark master in local mode (ignored on clusters and Databricks)."""
+    app_name: str = "profile-enrichment"
+    """Application name shown in the Spark UI."""
+    shuffle_partitions: int = Field(8, ge=1, le=100_000)
+    """`spark.sql.shuffle.partitions` in local mode; adaptive execution coalesces further."""
+    driver_memory: str = Field("4g", pattern=r"^\d+[kmgt]$")
+    """Driver JVM heap in local mode, e.g. `4g`."""
+    jars_dir: str | None = None
+    """Folder of Delta jars for local mode. Default: `.jars` in the project checkout (`make setup`
+    fills it), or `$ENRICH_JARS_DIR`."""
+    conf: dict[str, str] = {}
+    """Extra Spark properties, applied in every mode unless spark-submit already set them."""
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str = "sqlite:///mlflow.db"
+    """MLflow tracking URI: a local sqlite file by default, `http(s)://…` for a tracking server,
+    `databricks` on Databricks."""
+    experiment_prefix: str = "/profile-enrichment"
+    """Experiments are named `<experiment_prefix>/<model>`."""
+
+
+class GenerateConfig(_Section):
+    profiles: int = Field(20_000, ge=1, le=1_000_000_000)
+    """Number of synthetic people (known customers and anonymous visitors together)."""
+    start_date: dt.date = dt.date(2025, 1, 1)
+    """First day of generated activity (UTC)."""
+    end_date: dt.date = dt.date(2026, 1, 1)
+    """Day after the last generated activity (exclusive, UTC)."""
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    """Seed: the same seed and settings give byte-for-byte the same data."""
+    anonymous_fraction: float = Field(0.2, ge=0.0, le=1.0)
+    """Share of people who never log in; they are absent from the profile snapshot."""
+    second_device_fraction: float = Field(0.3, ge=0.0, le=1.0)
+    """Share of known customers who use a second device (a mobile app with its own ECID)."""
+    sessions_per_month: float = Field(2.0, gt=0.0, le=1000.0)
+    """Median number of visits per month of an active person (individual rates vary around it)."""
+    dirty_fraction: float = Field(0.01, ge=0.0, le=0.5)
+    """Share of event rows that are corrupt (no identity, bad timestamp, bad price, duplicate _id)."""
+    truth_path: str | None = None
+    """Where the truth table (latent traits per person) is written. Default `<lake>/truth`."""
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> GenerateConfig:
+        if self.end_date <= self.start_date:
+            raise ValueError(
+                f"generate.end_date ({self.end_date}) must be after generate.start_date "
+                f"({self.start_date})"
+            )
+        return self
+
+
+class Config(_Section):
+    lake: str = "./lake"
+    """Root folder or URI of the Delta tables (features, scores, quarantine, ...)."""
+    tenant: str = Field("_acme", pattern=r"^_[A-Za-z][A-Za-z0-9]*$")
+    """XDM tenant namespace, with its leading underscore (e.g. `_acme`)."""
+    as_of: dt.date | None = None
+    """As-of date (YYYY-MM-DD, 00:00 UTC): features use only events strictly before it."""
+    input: InputConfig = InputConfig()
+    """Raw inputs."""
+    spark: SparkConfig = SparkConfig()
+    """Spark session."""
+    mlflow: MlflowConfig = MlflowConfig()
+    """MLflow tracking and registry."""
+    generate: GenerateConfig = GenerateConfig()
+    """Synthetic data generator (`jobs/generate_data.py`)."""
+
+    @field_validator("lake")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/") or value
+
+    @property
+    def events_path(self) -> str:
+        return self.input.events.path or f"{self.lake}/raw/events"
+
+    @property
+    def snapshot_path(self) -> str:
+        return self.input.snapshot.path or f"{self.lake}/raw/profile_snapshot"
+
+    @property
+    def truth_path(self) -> str:
+        return self.generate.truth_path or f"{self.lake}/truth"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+_ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: str, env: Mapping[str, str], key: str) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` from `env`; `$$` is a literal `$`."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"config key '{key}': environment variable {name} is not set "
+            f"(write ${{{name}:-default}} to give a default)"
+        )
+
+    return _ENV_PATTERN.sub(substitute, value)
+
+
+def _interpolate_tree(node: Any, env: Mapping[str, str], path: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, env, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate_tree(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str):
+        return interpolate(node, env, path)
+    return node
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any], sources: dict[str, str], source: str,
+           prefix: str = "") -> None:
+    """Deep-merge `overlay` into `base` in place; mappings merge, everything else replaces."""
+    for key, value in overlay.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, sources, source, path)
+        else:
+            base[key] = copy.deepcopy(dict(value)) if isinstance(value, Mapping) else value
+            for stale in [s for s in sources if s == path or s.startswith(path + ".")]:
+                del sources[stale]
+            sources[path] = source
+
+
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], value parsed as a YAML scalar)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {item!r}: empty part in key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not a YAML scalar: {exc}") from exc
+    return parts, value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top, found {type(data).__name__}")
+    return data
+
+
+def load_config(
+    files: Iterable[str | Path] = (),
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the typed config: defaults, then each file in order, then each `--set` override.
+
+    `${VAR}` / `${VAR:-default}` in any string value are taken from `env` (default: the process
+    environment) after merging, so an overlay may refer to variables the base does not need.
+    """
+    env = os.environ if env is None else env
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for file in files:
+        path = Path(file)
+        _merge(tree, _read_yaml(path), sources, str(path))
+    for item in overrides:
+        parts, value = parse_set(item)
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        _merge(tree, nested, sources, f"--set {item}")
+    tree = _interpolate_tree(tree, env)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources)) from None
+
+
+def _describe(exc: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        origin = _source_of(key, sources)
+        where = f" (from {origin})" if origin else ""
+        if error["type"] == "extra_forbidden":
+            lines.append(f"config key '{key}'{where}: unknown key{_suggest(error['loc'])}")
+            continue
+        value = error.get("input")
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        shown = "" if isinstance(value, dict) else f" = {value!r}"
+        lines.append(f"config key '{key}'{shown}{where}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _source_of(key: str, sources: Mapping[str, str]) -> str | None:
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:end]))
+        if found:
+            return found
+    return None
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    """Name the keys that are valid where an unknown one was found, closest first."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f" (known here: {', '.join(known)}){hint}"
+
+
+def iter_keys(model: type[BaseModel] = Config, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Every leaf key as (dotted path, field info): the catalogue the README documents."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_keys(annotation, path + ".")
+        else:
+            yield path, field
