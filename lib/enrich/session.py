@@ -1,0 +1,113 @@
+"""The one SparkSession of a job, made at its entry point, wired for Delta wherever it runs.
+
+- local: `local[*]`, the Delta jars fetched by `make setup` on the classpath, UTC, adaptive
+  execution, few shuffle partitions;
+- cluster (launched by spark-submit): keep everything spark-submit configured, add only what is
+  missing (the Delta extension and catalog, UTC);
+- Databricks: reuse the job's session; Delta is built in and the jars are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pyspark import SparkConf, SparkContext
+from pyspark.sql import SparkSession
+
+from enrich._versions import DELTA_MAVEN_COORDINATE
+from enrich.config import SparkConfig
+from enrich.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def detect_mode(cfg: SparkConfig, env: Mapping[str, str] | None = None) -> str:
+    """Resolve `spark.mode: auto` from the environment the process runs in."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    env = os.environ if env is None else env
+    if env.get("DATABRICKS_RUNTIME_VERSION"):
+        return "databricks"
+    # spark-submit starts the Python driver with a gateway already listening for it.
+    if env.get("PYSPARK_GATEWAY_PORT"):
+        return "cluster"
+    return "local"
+
+
+def delta_jars(cfg: SparkConfig, env: Mapping[str, str] | None = None) -> list[str]:
+    """The fetched Delta jars for local mode, or a ConfigError that says how to get them."""
+    env = os.environ if env is None else env
+    folder = Path(cfg.jars_dir or env.get("ENRICH_JARS_DIR") or PROJECT_ROOT / ".jars")
+    jars = sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+    if not any("delta-spark" in Path(j).name for j in jars):
+        raise ConfigError(
+            f"spark.jars_dir: no Delta jars in {folder}; run 'make setup' to fetch "
+            f"{DELTA_MAVEN_COORDINATE}, or point spark.jars_dir / ENRICH_JARS_DIR at a folder of them"
+        )
+    return jars
+
+
+def local_conf(cfg: SparkConfig, jars: list[str]) -> dict[str, str]:
+    """Spark properties for local mode: a laptop or a CI runner with a couple of cores."""
+    return {
+        "spark.master": cfg.master,
+        "spark.app.name": cfg.app_name,
+        "spark.driver.memory": cfg.driver_memory,
+        "spark.jars": ",".join(jars),
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        # Delta rebuilds table state with 50 tasks by default: far too many for small local tables.
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.ui.showConsoleProgress": "false",
+        **cfg.conf,
+    }
+
+
+def cluster_additions(cfg: SparkConfig, existing: Mapping[str, str]) -> dict[str, str]:
+    """What a spark-submit'ed job must add to the conf it was given, and nothing else."""
+    extensions = [e for e in existing.get("spark.sql.extensions", "").split(",") if e]
+    wanted: dict[str, str] = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.app.name": cfg.app_name,
+        **cfg.conf,
+    }
+    additions = {k: v for k, v in wanted.items() if k not in existing}
+    if DELTA_EXTENSION not in extensions:
+        additions["spark.sql.extensions"] = ",".join([*extensions, DELTA_EXTENSION])
+    return additions
+
+
+def get_spark(cfg: SparkConfig) -> SparkSession:
+    """Return the job's SparkSession for the mode it runs in (see module docstring)."""
+    mode = detect_mode(cfg)
+    active = SparkSession.getActiveSession()
+    if mode == "databricks":
+        spark = active or SparkSession.builder.getOrCreate()
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        return spark
+    if active is not None:
+        # Already made at this entry point (or by a test harness): one session per process.
+        return active
+    builder = SparkSession.builder
+    if mode == "local":
+        settings = local_conf(cfg, delta_jars(cfg))
+    else:
+        SparkContext._ensure_initialized()  # the gateway spark-submit opened; loads its conf
+        existing = dict(SparkConf().getAll())
+        settings = cluster_additions(cfg, existing)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    log.info("Spark %s session (%s), master %s", spark.version, mode, spark.sparkContext.master)
+    return spark

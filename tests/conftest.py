@@ -1,0 +1,24 @@
+"""Shared fixtures: one local SparkSession with Delta for the whole run, few shuffle partitions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from enrich.config import SparkConfig
+from enrich.session import get_spark
+from pyspark.sql import SparkSession
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    os.environ.pop("PYSPARK_GATEWAY_PORT", None)
+    session = get_spark(SparkConfig(mode="local", master="local[2]", shuffle_partitions=2,
+                                    driver_memory="2g", app_name="profile-enrichment-tests"))
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

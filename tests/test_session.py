@@ -1,0 +1,89 @@
+"""Session: mode detection, what a cluster job adds to spark-submit's conf, Delta in local mode."""
+
+from __future__ import annotations
+
+import pytest
+from enrich import tables
+from enrich.config import SparkConfig
+from enrich.errors import ConfigError, InputError
+from enrich.session import DELTA_CATALOG, DELTA_EXTENSION, cluster_additions, delta_jars, detect_mode
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "expected"),
+    [
+        ("auto", {}, "local"),
+        ("auto", {"PYSPARK_GATEWAY_PORT": "41234"}, "cluster"),
+        ("auto", {"DATABRICKS_RUNTIME_VERSION": "16.4", "PYSPARK_GATEWAY_PORT": "1"}, "databricks"),
+        ("local", {"DATABRICKS_RUNTIME_VERSION": "16.4"}, "local"),
+    ],
+)
+def test_detect_mode(mode, env, expected):
+    assert detect_mode(SparkConfig(mode=mode), env) == expected
+
+
+def test_cluster_keeps_what_spark_submit_set_and_adds_the_rest():
+    existing = {
+        "spark.sql.session.timeZone": "America/New_York",  # the user's choice stands
+        "spark.sql.extensions": "org.example.OtherExtension",
+    }
+    added = cluster_additions(SparkConfig(conf={"spark.sql.shuffle.partitions": "400"}), existing)
+    assert "spark.sql.session.timeZone" not in added
+    assert added["spark.sql.extensions"] == f"org.example.OtherExtension,{DELTA_EXTENSION}"
+    assert added["spark.sql.catalog.spark_catalog"] == DELTA_CATALOG
+    assert added["spark.sql.shuffle.partitions"] == "400"
+
+
+def test_cluster_adds_nothing_when_delta_is_configured():
+    existing = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+        "spark.app.name": "nightly",
+    }
+    assert cluster_additions(SparkConfig(), existing) == {}
+
+
+def test_missing_jars_say_how_to_fetch_them(tmp_path):
+    with pytest.raises(ConfigError, match=r"no Delta jars in .*run 'make setup'"):
+        delta_jars(SparkConfig(jars_dir=str(tmp_path)), env={})
+
+
+def test_local_session_is_utc_and_has_delta(spark):
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert DELTA_EXTENSION in spark.conf.get("spark.sql.extensions")
+
+
+def test_delta_round_trip_partition_replace_and_time_travel(spark, tmp_path):
+    path = str(tmp_path / "t")
+    first = spark.createDataFrame([(1, "a", "2025-01-01"), (2, "b", "2025-01-01"), (3, "c", "2025-01-02")],
+                                  "id int, v string, day string")
+    tables.write(first, path, "delta", partition_by=["day"])
+
+    replacement = spark.createDataFrame([(9, "z", "2025-01-01")], "id int, v string, day string")
+    tables.write(replacement, path, "delta", partition_by=["day"], replace_where="day = '2025-01-01'")
+
+    current = tables.read(spark, path, "delta")
+    assertDataFrameEqual(current, [(9, "z", "2025-01-01"), (3, "c", "2025-01-02")])
+    version0 = spark.read.format("delta").option("versionAsOf", 0).load(path)
+    assertDataFrameEqual(version0, first)
+
+    # replaceWhere refuses rows outside the partition it replaces: nothing is silently lost.
+    stray = spark.createDataFrame([(4, "d", "2025-01-03")], "id int, v string, day string")
+    with pytest.raises(Exception, match=r"DELTA_REPLACE_WHERE_MISMATCH|replaceWhere"):
+        tables.write(stray, path, "delta", partition_by=["day"], replace_where="day = '2025-01-01'")
+    assert tables.read(spark, path, "delta").count() == 2
+
+
+def test_observed_counts_come_from_the_write(spark, tmp_path):
+    df = spark.range(10).withColumn("even", F.col("id") % 2 == 0)
+    observed, obs = tables.observe(df, "t", rows=F.count(F.lit(1)), even=F.count_if("even"))
+    tables.write(observed, str(tmp_path / "o"), "parquet")
+    assert tables.counts(obs) == {"rows": 10, "even": 5}
+
+
+def test_reading_a_missing_dataset_names_the_path(spark, tmp_path):
+    with pytest.raises(InputError, match=r"nowhere: no parquet dataset there"):
+        tables.read(spark, str(tmp_path / "nowhere"), "parquet")
