@@ -27,7 +27,7 @@ $(VENV)/.installed: setup.py lib/enrich/_versions.py
 	@touch $@
 
 # Re-fetched only when the Delta version changes.
-$(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py $(VENV)/.installed
+$(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py | $(VENV)/.installed
 	$(PY) tools/fetch_jars.py $(JARS)
 	@touch $@
 

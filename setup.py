@@ -29,6 +29,7 @@ EXTRAS_REQUIRE = {
         "pytest==9.2.0",
         "hypothesis==6.170.15",
         "ruff==0.17.6",
+        "lifetimes==0.11.3",  # reference implementation the BTYD features are checked against
     ],
 }
 

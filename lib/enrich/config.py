@@ -106,6 +106,62 @@ class GenerateConfig(_Section):
         return self
 
 
+class QualityConfig(_Section):
+    max_invalid_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    """The features job stops (exit 3) when more than this share of event rows is invalid; the
+    invalid rows are in the quarantine table either way."""
+    clock: dt.datetime | None = None
+    """The run's clock (UTC): events after it are `future_timestamp`. Default: the current time.
+    Set it to make a re-run of old data reproducible."""
+
+
+class IdentityConfig(_Section):
+    namespace_priority: list[str] = Field(default_factory=lambda: ["CRMID", "Email", "ECID"], min_length=1)
+    """Identity namespaces from most to least trusted: a profile's primary identity and the tie
+    breaker when one identity graph touches several snapshot profiles. Others rank after these."""
+    unmatched: Literal["drop", "keep"] = "keep"
+    """Events whose identities reach no snapshot profile: `drop` them, or `keep` them as anonymous
+    profiles keyed by their best identity."""
+    max_iterations: int = Field(20, ge=1, le=1000)
+    """Bound on the rounds of connected-components label propagation (a warning is logged when hit)."""
+
+
+class FeaturesConfig(_Section):
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 365], min_length=1)
+    """Look-back windows in days; every windowed measure is computed for each (`<measure>_<w>d`)."""
+    session_gap_minutes: int = Field(30, ge=1, le=24 * 60)
+    """A new session starts after this much inactivity."""
+    affinity_half_life_days: float = Field(30.0, gt=0.0)
+    """Half-life of the exponential decay that weights category interactions by recency."""
+    top_categories: int = Field(3, ge=1, le=50)
+    """How many categories `top_categories` lists."""
+    as_of_dates: list[dt.date] | None = None
+    """As-of dates to build in one run (one read of the events). Default: `as_of_start`..`as_of_end`
+    every `as_of_step_days`, else the top-level `as_of`."""
+    as_of_start: dt.date | None = None
+    """First as-of date of a range (with `as_of_end`)."""
+    as_of_end: dt.date | None = None
+    """Last as-of date of a range (inclusive)."""
+    as_of_step_days: int = Field(7, ge=1)
+    """Step between as-of dates of a range."""
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_unique_windows(cls, value: list[int]) -> list[int]:
+        if any(w < 1 for w in value) or len(set(value)) != len(value):
+            raise ValueError(f"windows must be distinct positive day counts, got {value}")
+        return sorted(value)
+
+    @model_validator(mode="after")
+    def _range_complete(self) -> FeaturesConfig:
+        if (self.as_of_start is None) != (self.as_of_end is None):
+            raise ValueError("features.as_of_start and features.as_of_end go together")
+        if self.as_of_start and self.as_of_end and self.as_of_end < self.as_of_start:
+            raise ValueError(f"features.as_of_end ({self.as_of_end}) is before features.as_of_start "
+                             f"({self.as_of_start})")
+        return self
+
+
 class Config(_Section):
     lake: str = "./lake"
     """Root folder or URI of the Delta tables (features, scores, quarantine, ...)."""
@@ -119,6 +175,12 @@ class Config(_Section):
     """Spark session."""
     mlflow: MlflowConfig = MlflowConfig()
     """MLflow tracking and registry."""
+    quality: QualityConfig = QualityConfig()
+    """Row checks and quarantine."""
+    identity: IdentityConfig = IdentityConfig()
+    """Identity resolution (events to profiles)."""
+    features: FeaturesConfig = FeaturesConfig()
+    """Feature table."""
     generate: GenerateConfig = GenerateConfig()
     """Synthetic data generator (`jobs/generate_data.py`)."""
 
@@ -138,6 +200,26 @@ class Config(_Section):
     @property
     def truth_path(self) -> str:
         return self.generate.truth_path or f"{self.lake}/truth"
+
+    @property
+    def features_path(self) -> str:
+        return f"{self.lake}/features"
+
+    def quarantine_path(self, source: str) -> str:
+        return f"{self.lake}/quarantine/{source}"
+
+    def as_of_dates(self) -> list[dt.date]:
+        """The as-of dates a features run builds, from the most specific setting present."""
+        f = self.features
+        if f.as_of_dates:
+            return sorted(set(f.as_of_dates))
+        if f.as_of_start and f.as_of_end:
+            days = (f.as_of_end - f.as_of_start).days
+            return [f.as_of_start + dt.timedelta(days=d) for d in range(0, days + 1, f.as_of_step_days)]
+        if self.as_of:
+            return [self.as_of]
+        raise ConfigError("no as-of date: set `as_of` (e.g. --set as_of=2025-12-01), "
+                          "`features.as_of_dates`, or `features.as_of_start` and `features.as_of_end`")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ itself, so a summary never costs a second pass over the data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
@@ -24,10 +24,24 @@ class Written:
     format: str
 
 
-def observe(df: DataFrame, name: str, **metrics: Column) -> tuple[DataFrame, Observation]:
-    """Attach aggregate `metrics` that the next action (usually the write) collects for free."""
+def observer(name: str, **metrics: Column) -> tuple[Callable[[DataFrame], DataFrame], Observation]:
+    """A transform attaching aggregate `metrics` to a frame, and the Observation that will hold them.
+
+    The metrics are collected by whatever action runs a plan containing the transformed frame
+    (usually the write), for free; read them with `counts` after that action.
+    """
     observation = Observation(name)
-    return df.observe(observation, *[expr.alias(key) for key, expr in metrics.items()]), observation
+
+    def attach(df: DataFrame) -> DataFrame:
+        return df.observe(observation, *[expr.alias(key) for key, expr in metrics.items()])
+
+    return attach, observation
+
+
+def observe(df: DataFrame, name: str, **metrics: Column) -> tuple[DataFrame, Observation]:
+    """`df` with `metrics` attached, and their Observation (see `observer`)."""
+    attach, observation = observer(name, **metrics)
+    return attach(df), observation
 
 
 def counts(observation: Observation) -> dict[str, int]:

@@ -1,0 +1,252 @@
+"""Point-in-time profile features as of a date D (00:00 UTC), from resolved events.
+
+Only events with `ts < D` are used (the caller filters; `build` filters again, so no caller can
+leak). A window of w days covers [D - w days, D). Names read `<measure>_<w>d`; windows come from
+`features.windows_days`, and every windowed aggregate is generated from that list.
+
+Execution plan, chosen for one shuffle of the events:
+1. repartition by profile_id and sort each partition by (profile_id, ts, event_id) — the shuffle;
+2. ordered window functions over that order (session breaks, first event of a day, distinct
+   purchase days and gaps between them) — no new exchange, the sort is reused;
+3. one groupBy(profile_id) of conditional aggregates for every window and measure, affinity
+   included (its weights are collected there and reduced with array functions) — it reuses the
+   partitioning;
+4. the snapshot spine is joined in, so profiles without events still get a row (zeros for counts,
+   nulls for "days since").
+
+BTYD columns follow `lifetimes.utils.summary_data_from_transaction_data` with `freq='D'` and
+observation end D - 1 day: a transaction period is a UTC calendar day with a purchase;
+`btyd_frequency` = purchase days - 1, `btyd_recency` = days from first to last purchase day,
+`btyd_T` = days from first purchase day to D - 1, `btyd_monetary_value` = mean revenue per repeat
+purchase day (0 when there is none).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from enrich.config import FeaturesConfig
+
+TREND_DAYS = 30
+
+
+def _ts(day: dt.date) -> Column:
+    return F.lit(dt.datetime(day.year, day.month, day.day))
+
+
+def _days_between(later: Column, earlier: Column) -> Column:
+    """Whole UTC calendar days from `earlier` to `later`."""
+    return F.datediff(F.to_date(later), F.to_date(earlier))
+
+
+def _ordered(events: DataFrame, gap_minutes: int) -> DataFrame:
+    """Per-event columns that need each profile's events in time order.
+
+    Every window here has the same partitioning and order, so the sort done after the shuffle
+    serves them all. Session values are read on each session's last event: its duration is
+    `ts - session_begin`, its size `n - session_first_n + 1`.
+    """
+    order = Window.partitionBy("profile_id").orderBy("ts", "event_id")
+    running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    before = order.rowsBetween(Window.unboundedPreceding, -1)
+    everything = Window.partitionBy("profile_id")
+    day = F.to_date("ts")
+    prev_ts = F.lag("ts").over(order)
+    prev_day = F.lag(day).over(order)
+    purchase_day = F.when(F.col("is_purchase"), day)
+    df = events.select(
+        "*",
+        day.alias("day"),
+        (F.col("is_purchase") & F.col("revenue").isNotNull()).alias("is_order"),
+        F.row_number().over(order).alias("n"),
+        (prev_day.isNull() | (prev_day != day)).alias("first_of_day"),
+        (prev_ts.isNull() | (F.col("ts").cast("long") - prev_ts.cast("long") > gap_minutes * 60))
+        .alias("session_start"),
+        F.last(purchase_day, ignorenulls=True).over(before).alias("prev_purchase_day"),
+        F.min(purchase_day).over(everything).alias("first_purchase_day"),
+    )
+    return df.select(
+        "*",
+        # The first purchase event of each distinct purchase day.
+        (F.col("is_purchase") & (F.col("prev_purchase_day").isNull() | (F.col("prev_purchase_day") != F.col("day"))))
+        .alias("new_purchase_day"),
+        F.last(F.when(F.col("session_start"), F.col("ts")), ignorenulls=True).over(running).alias("session_begin"),
+        F.last(F.when(F.col("session_start"), F.col("n")), ignorenulls=True).over(running).alias("session_first_n"),
+        F.coalesce(F.lead("session_start").over(order), F.lit(True)).alias("session_last"),
+    )
+
+
+def _count(flag: str) -> Callable[[Column], Column]:
+    """Rows inside the window whose boolean column `flag` is true."""
+    return lambda inside: F.count_if(inside & F.col(flag))
+
+
+# Windowed measures: name -> aggregate of the rows inside the window (built per call: Columns
+# need a live session).
+WINDOW_MEASURES: dict[str, Callable[[Column], Column]] = {
+    "events": F.count_if,
+    "page_views": _count("is_page_view"),
+    "product_views": _count("is_product_view"),
+    "cart_adds": _count("is_cart_add"),
+    "checkouts": _count("is_checkout"),
+    "purchases": _count("is_purchase"),
+    "orders": _count("is_order"),
+    "revenue": lambda inside: F.coalesce(F.sum(F.when(inside, F.col("revenue"))), F.lit(0.0)),
+    "active_days": _count("first_of_day"),
+    "sessions": _count("session_start"),
+}
+
+
+def window_columns(windows: Sequence[int]) -> list[str]:
+    """`<measure>_<w>d` for every windowed measure and window, in table order."""
+    return [f"{name}_{w}d" for name in WINDOW_MEASURES for w in windows]
+
+
+def _window_aggregates(as_of: dt.date, windows: Sequence[int]) -> list[Column]:
+    """Every windowed measure for every window, as conditional aggregates of one groupBy."""
+    d = _ts(as_of)
+    columns = []
+    for name, aggregate in WINDOW_MEASURES.items():
+        for w in windows:
+            inside = F.col("ts") >= d - F.expr(f"INTERVAL {w} DAYS")
+            columns.append(aggregate(inside).alias(f"{name}_{w}d"))
+    return columns
+
+
+def _affinity_weights(as_of: dt.date, half_life_days: float) -> Column:
+    """Aggregate: every (category, recency weight) of the profile's interactions, as one array.
+
+    Collected inside the profile's single groupBy (not a second groupBy by category, whose plan
+    would shuffle the events again); `_affinity_columns` reduces it with native array functions.
+    """
+    age_days = (_ts(as_of).cast("double") - F.col("ts").cast("double")) / 86_400.0
+    weight = F.pow(F.lit(0.5), age_days / half_life_days)
+    pairs = F.transform("categories", lambda c: F.struct(c.alias("k"), weight.alias("w")))
+    return F.flatten(F.collect_list(F.when(F.size("categories") > 0, pairs)))
+
+
+def _affinity_columns(weights: Column, top: int) -> list[Column]:
+    """category_affinity (share of recency-weighted interactions per category) and top_categories."""
+    keys = F.array_sort(F.array_distinct(F.transform(weights, lambda x: x["k"])))
+    totals = F.transform(keys, lambda k: F.aggregate(
+        F.filter(weights, lambda x: x["k"] == k), F.lit(0.0), lambda acc, x: acc + x["w"]))
+    grand = F.aggregate(totals, F.lit(0.0), lambda acc, x: acc + x)
+    entries = F.arrays_zip(keys.alias("key"), F.transform(totals, lambda t: t / grand).alias("value"))
+    # Highest share first; ties by name, so the list is deterministic.
+    ranked = F.array_sort(entries, lambda a, b: F.when(a["value"] > b["value"], -1).when(a["value"] < b["value"], 1)
+                          .otherwise(F.when(a["key"] < b["key"], -1).when(a["key"] > b["key"], 1).otherwise(0)))
+    return [
+        F.map_from_entries(entries).alias("category_affinity"),
+        F.slice(F.transform(ranked, lambda e: e["key"]), 1, top).alias("top_categories"),
+    ]
+
+
+def _snapshot_attributes(as_of: dt.date) -> list[Column]:
+    """Profile attributes known at D, from columns the snapshot may or may not have."""
+    d = _ts(as_of)
+    return [
+        F.when(F.col("_created") < d, _days_between(d, F.col("_created"))).alias("tenure_days"),
+        F.col("_segments").alias("segment_count"),
+    ]
+
+
+def snapshot_attributes(snapshot_profiles: DataFrame, as_of: dt.date) -> DataFrame:
+    """tenure_days and segment_count as of D for each snapshot profile (nulls where absent)."""
+    cols = snapshot_profiles.columns
+    created = (F.col("_repo.createDate").try_cast("timestamp") if "_repo" in cols
+               else F.lit(None).cast("timestamp"))
+    d = _ts(as_of)
+    if "segmentMembership" in cols:
+        # No typed default for the map: its structs may carry more or fewer fields than ours.
+        memberships = F.flatten(F.transform(F.map_values("segmentMembership"), F.map_values))
+        qualified = F.filter(memberships, lambda m: (m["status"].isin("realized", "existing"))
+                             & (m["lastQualificationTime"].try_cast("timestamp") < d))
+        segments = F.coalesce(F.size(qualified), F.lit(0))
+    else:
+        segments = F.lit(None).cast("int")
+    return snapshot_profiles.select("profile_id", created.alias("_created"), segments.alias("_segments")).select(
+        "profile_id", *_snapshot_attributes(as_of))
+
+
+def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: dt.date,
+          cfg: FeaturesConfig) -> DataFrame:
+    """The feature rows as of D: one per profile in the spine or with events before D."""
+    d = _ts(as_of)
+    events = resolved.where(F.col("ts") < d)
+    # The one shuffle of the events: every later step keeps this partitioning and order.
+    events = events.repartition("profile_id").sortWithinPartitions("profile_id", "ts", "event_id")
+    ordered = _ordered(events, cfg.session_gap_minutes)
+    d_minus_1 = F.date_sub(F.to_date(d), 1)
+    repeat_day_revenue = F.sum(F.when(F.col("is_purchase") & (F.col("day") > F.col("first_purchase_day")),
+                                      F.col("revenue")))
+    purchase_days = F.count_if(F.col("new_purchase_day"))
+    gap = F.when(F.col("new_purchase_day"), F.datediff("day", "prev_purchase_day"))
+    session_last = F.col("session_last")
+    trend_recent = F.count_if(F.col("ts") >= d - F.expr(f"INTERVAL {TREND_DAYS} DAYS"))
+    trend_before = F.count_if((F.col("ts") < d - F.expr(f"INTERVAL {TREND_DAYS} DAYS"))
+                              & (F.col("ts") >= d - F.expr(f"INTERVAL {2 * TREND_DAYS} DAYS")))
+    aggregated = ordered.groupBy("profile_id").agg(
+        *_window_aggregates(as_of, cfg.windows_days),
+        F.min("ts").alias("_first_ts"),
+        F.max("ts").alias("_last_ts"),
+        F.max(F.when(F.col("is_purchase"), F.col("ts"))).alias("_last_purchase_ts"),
+        F.count_if("is_order").alias("_orders"),
+        F.sum("revenue").alias("_revenue"),
+        F.max("revenue").alias("max_order_value"),
+        purchase_days.alias("_purchase_days"),
+        F.min("first_purchase_day").alias("_first_purchase_day"),
+        F.max(F.when(F.col("is_purchase"), F.col("day"))).alias("_last_purchase_day"),
+        F.coalesce(repeat_day_revenue, F.lit(0.0)).alias("_repeat_revenue"),
+        F.avg(gap).alias("purchase_gap_mean_days"),
+        F.stddev_samp(gap).alias("purchase_gap_std_days"),
+        F.avg(F.when(session_last, (F.col("ts").cast("double") - F.col("session_begin").cast("double")) / 60))
+        .alias("session_duration_mean_minutes"),
+        F.avg(F.when(session_last, F.col("n") - F.col("session_first_n") + 1)).alias("events_per_session_mean"),
+        ((trend_recent + 1) / (trend_before + 1)).alias("activity_trend_30d"),
+        _affinity_weights(as_of, cfg.affinity_half_life_days).alias("_affinity"),
+        F.max("anonymous_namespace").alias("_anonymous_namespace"),
+        F.max("anonymous_id").alias("_anonymous_id"),
+    )
+    frequency = F.greatest(F.col("_purchase_days") - 1, F.lit(0))
+    aggregated = aggregated.select(
+        "*",
+        _days_between(d, F.col("_first_ts")).alias("days_since_first_event"),
+        _days_between(d, F.col("_last_ts")).alias("days_since_last_event"),
+        _days_between(d, F.col("_last_purchase_ts")).alias("days_since_last_purchase"),
+        F.when(F.col("_orders") > 0, F.col("_revenue") / F.col("_orders")).alias("avg_order_value"),
+        F.when(F.col("_purchase_days") > 0, frequency).otherwise(0).cast("double").alias("btyd_frequency"),
+        F.coalesce(F.datediff("_last_purchase_day", "_first_purchase_day"), F.lit(0)).cast("double")
+        .alias("btyd_recency"),
+        F.coalesce(F.datediff(d_minus_1, "_first_purchase_day"), F.lit(0)).cast("double").alias("btyd_T"),
+        F.when(frequency > 0, F.col("_repeat_revenue") / frequency).otherwise(0.0).alias("btyd_monetary_value"),
+        *_affinity_columns(F.col("_affinity"), cfg.top_categories),
+    )
+
+    profiles = spine.join(attributes, "profile_id", "left").withColumn("in_snapshot", F.lit(True))
+    rows = profiles.join(aggregated, "profile_id", "full")
+    counts = window_columns(cfg.windows_days)
+    feature_columns = [
+        *[F.coalesce(F.col(c), F.lit(0)).alias(c) for c in counts],
+        "days_since_first_event", "days_since_last_event", "days_since_last_purchase",
+        "avg_order_value", F.coalesce("max_order_value", F.lit(0.0)).alias("max_order_value"),
+        *[F.coalesce(F.col(c), F.lit(0.0)).alias(c) for c in
+          ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary_value")],
+        "purchase_gap_mean_days", "purchase_gap_std_days",
+        "session_duration_mean_minutes", "events_per_session_mean",
+        F.coalesce("activity_trend_30d", F.lit(1.0)).alias("activity_trend_30d"),
+        F.coalesce("category_affinity", F.create_map().cast("map<string,double>")).alias("category_affinity"),
+        F.coalesce("top_categories", F.array().cast("array<string>")).alias("top_categories"),
+        "tenure_days", "segment_count",
+    ]
+    return rows.select(
+        "profile_id",
+        F.lit(as_of).alias("as_of_date"),
+        F.coalesce("primary_namespace", "_anonymous_namespace").alias("primary_namespace"),
+        F.coalesce("primary_id", "_anonymous_id").alias("primary_id"),
+        F.coalesce("in_snapshot", F.lit(False)).alias("in_snapshot"),
+        *feature_columns,
+    )

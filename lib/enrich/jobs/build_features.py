@@ -1,0 +1,173 @@
+"""Build the point-in-time feature table from raw XDM events and the profile snapshot."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from enrich import features, identity, quality, tables, xdm
+from enrich.config import Config
+from enrich.errors import InputError
+from enrich.jobs.cli import parser, run_job
+
+PROG = "build_features"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AsOfSummary:
+    as_of: dt.date
+    events: int = 0
+    direct: int = 0
+    linked: int = 0
+    anonymous: int = 0
+    profiles: int = 0
+    anonymous_profiles: int = 0
+    graph_rounds: int = 0
+
+
+@dataclass
+class FeaturesSummary:
+    run_id: str
+    rows_read: int
+    invalid: dict[str, int]
+    snapshot_profiles: int
+    snapshot_invalid: int
+    features_path: str
+    unmatched: str
+    dates: list[AsOfSummary] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def render(self) -> str:
+        invalid = sum(self.invalid.values())
+        lines = [
+            f"{PROG}: run {self.run_id}",
+            f"  events read        {self.rows_read:>12,}",
+            f"  invalid            {invalid:>12,}  " + ", ".join(f"{k}={v:,}" for k, v in self.invalid.items() if v),
+            f"  snapshot profiles  {self.snapshot_profiles:>12,}  ({self.snapshot_invalid:,} without identities)",
+            "  as_of        events used     direct     linked  anonymous   profiles  (anonymous)  graph rounds",
+        ]
+        for d in self.dates:
+            dropped = " dropped" if self.unmatched == "drop" else ""
+            lines.append(f"  {d.as_of}  {d.events:>11,} {d.direct:>10,} {d.linked:>10,} {d.anonymous:>10,}{dropped}"
+                         f" {d.profiles:>10,}  ({d.anonymous_profiles:,})  {d.graph_rounds:>5}")
+        lines.append("  seconds            " + ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items()))
+        lines.append(f"  features           {self.features_path} (delta, partitioned by as_of_date)")
+        return "\n".join(lines)
+
+
+def features_as_of(
+    valid: DataFrame, profiles: DataFrame, links: DataFrame, as_of: dt.date, cfg: Config, *,
+    on_resolved: Callable[[DataFrame], DataFrame] = lambda df: df,
+) -> tuple[DataFrame, int]:
+    """Feature rows as of D from valid flat events, and the graph rounds used (no I/O).
+
+    `on_resolved` sees the resolved events on their way to the features (the job observes counts
+    there; an observation only fires when its frame is part of the plan that runs).
+    """
+    resolved, spine, rounds = identity.resolve(valid, links, profiles, as_of, cfg.identity.namespace_priority,
+                                               cfg.identity.max_iterations)
+    kept = identity.apply_unmatched(on_resolved(resolved), cfg.identity.unmatched)
+    rows = features.build(kept, spine, features.snapshot_attributes(profiles, as_of), as_of, cfg.features)
+    return rows, rounds
+
+
+def _read_events(spark: SparkSession, cfg: Config) -> DataFrame:
+    fmt = cfg.input.events.format
+    # JSON carries no types: read it with the contract's schema. Parquet and Delta carry their own,
+    # which is checked below so that drift fails loudly instead of turning into nulls.
+    raw = tables.read(spark, cfg.events_path, fmt, schema=xdm.EXPERIENCE_EVENT if fmt == "json" else None)
+    quality.check_event_schema(raw.schema, cfg.events_path)
+    return raw
+
+
+def _read_snapshot(spark: SparkSession, cfg: Config) -> DataFrame:
+    fmt = cfg.input.snapshot.format
+    snap = tables.read(spark, cfg.snapshot_path, fmt, schema=xdm.PROFILE_SNAPSHOT if fmt == "json" else None)
+    found = quality.field_type(snap.schema, "identityMap")
+    if found is None or not quality.identity_map_ok(found):
+        shown = "missing" if found is None else f"found {found.simpleString()}"
+        raise InputError(f"{cfg.snapshot_path}: column 'identityMap': expected "
+                         f"map<string, array<struct<id: string, ...>>>, {shown}")
+    return snap
+
+
+def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
+    dates = cfg.as_of_dates()
+    run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    clock = cfg.quality.clock or dt.datetime.now(dt.UTC)
+    priority = cfg.identity.namespace_priority
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    raw = _read_events(spark, cfg)
+    # Validated once, kept for the quarantine write and every as-of date: one read of the events.
+    checked = raw.transform(quality.validate_events(clock)).persist(StorageLevel.MEMORY_AND_DISK)
+    observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
+    tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
+    counts = tables.counts(validation)
+    quality.enforce_threshold(counts, cfg.quality.max_invalid_fraction, cfg.events_path)
+    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw")
+    seconds["read+validate"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    snapshot = _read_snapshot(spark, cfg)
+    profiles = identity.snapshot_profiles(snapshot, priority).persist(StorageLevel.MEMORY_AND_DISK)
+    snap_invalid = quality.snapshot_without_identity(snapshot, run_id)
+    snap_invalid, snap_obs = tables.observe(snap_invalid, "snapshot", rows=F.count(F.lit(1)))
+    tables.write(snap_invalid, cfg.quarantine_path("snapshot"), "delta")
+    links = identity.event_links(valid, priority).persist(StorageLevel.MEMORY_AND_DISK)
+    per_date, observations = [], []
+    for as_of in dates:
+        count_resolutions, ev_obs = tables.observer(
+            f"resolved-{as_of}", events=F.count(F.lit(1)),
+            **{r: F.count_if(F.col("resolution") == r) for r in identity.RESOLUTIONS})
+        rows, rounds = features_as_of(valid, profiles, links, as_of, cfg, on_resolved=count_resolutions)
+        rows, row_obs = tables.observe(rows, f"features-{as_of}", profiles=F.count(F.lit(1)),
+                                       known=F.count_if(F.col("in_snapshot")))
+        per_date.append(rows)
+        observations.append((as_of, rounds, ev_obs, row_obs))
+    seconds["identity"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    table = per_date[0]
+    for rows in per_date[1:]:
+        table = table.unionByName(rows)
+    in_list = ", ".join(f"DATE'{d}'" for d in dates)
+    tables.write(table, cfg.features_path, "delta", partition_by=["as_of_date"],
+                 replace_where=f"as_of_date IN ({in_list})")
+    seconds["features+write"] = time.perf_counter() - start
+    for cached in (checked, profiles, links):
+        cached.unpersist()
+
+    summary = FeaturesSummary(
+        run_id=run_id, rows_read=counts["rows"], invalid={r: counts[r] for r in quality.REASONS},
+        snapshot_profiles=0, snapshot_invalid=tables.counts(snap_obs)["rows"], features_path=cfg.features_path,
+        unmatched=cfg.identity.unmatched, seconds={k: round(v, 1) for k, v in seconds.items()},
+    )
+    for as_of, rounds, ev_obs, row_obs in observations:
+        ev, fr = tables.counts(ev_obs), tables.counts(row_obs)
+        summary.dates.append(AsOfSummary(
+            as_of=as_of, events=ev["events"], direct=ev["direct"], linked=ev["linked"], anonymous=ev["anonymous"],
+            profiles=fr["profiles"], anonymous_profiles=fr["profiles"] - fr["known"], graph_rounds=rounds))
+        summary.snapshot_profiles = fr["known"]  # every as-of date has every snapshot profile
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(PROG, "Validate events (quarantining bad rows), resolve identities and write point-in-time "
+                     "features for each as-of date to <lake>/features.")
+
+    def go(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        print(run(spark, cfg).render(), flush=True)
+
+    return run_job(PROG, argv, p, go)

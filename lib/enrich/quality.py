@@ -1,0 +1,254 @@
+"""Input checks: schema drift is an error, invalid rows are quarantined with a reason.
+
+`check_event_schema` refuses a dataset whose columns have the wrong type (naming column, expected
+and found type). `validate_events` flattens the XDM fields the pipeline uses into plain columns (a
+missing optional field becomes an absent signal: null) and gives every row a `reason` — null for
+a valid row, else the first check it failed. Invalid rows keep their original content as JSON
+(`raw`), so the quarantine table has one shape whatever the input's schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DataType,
+    MapType,
+    NumericType,
+    StringType,
+    StructType,
+    TimestampNTZType,
+    TimestampType,
+)
+
+from enrich import xdm
+from enrich.errors import InputError
+
+# Reasons in the order they are checked; a row is quarantined for the first one it fails.
+REASONS: tuple[str, ...] = (
+    "missing_id",
+    "missing_identity",
+    "missing_timestamp",
+    "unparseable_timestamp",
+    "future_timestamp",
+    "negative_price",
+    "missing_price",
+    "duplicate_id",
+)
+
+REQUIRED_EVENT_FIELDS = ("_id", "timestamp", "identityMap")
+
+# Optional fields the pipeline reads, and the kind of type each must have when present.
+_NUMBER, _STRING = "a number", "a string"
+OPTIONAL_EVENT_FIELDS: dict[str, str] = {
+    "eventType": _STRING,
+    "commerce.order.priceTotal": _NUMBER,
+    "commerce.order.purchaseID": _STRING,
+    "commerce.purchases.value": _NUMBER,
+    "commerce.productViews.value": _NUMBER,
+    "commerce.productListAdds.value": _NUMBER,
+    "commerce.checkouts.value": _NUMBER,
+    "web.webPageDetails.pageViews.value": _NUMBER,
+}
+
+
+def field_type(schema: StructType, path: str) -> DataType | None:
+    """Type of a dotted struct path, or None when any part of it is absent."""
+    current: DataType = schema
+    for part in path.split("."):
+        if not isinstance(current, StructType) or part not in current.fieldNames():
+            return None
+        current = current[part].dataType
+    return current
+
+
+def _kind_ok(kind: str, found: DataType) -> bool:
+    return isinstance(found, NumericType) if kind == _NUMBER else isinstance(found, StringType)
+
+
+def identity_map_ok(found: DataType) -> bool:
+    return (
+        isinstance(found, MapType)
+        and isinstance(found.keyType, StringType)
+        and isinstance(found.valueType, ArrayType)
+        and isinstance(found.valueType.elementType, StructType)
+        and isinstance(field_type(found.valueType.elementType, "id"), StringType)
+    )
+
+
+def check_event_schema(schema: StructType, source: str) -> None:
+    """Raise InputError listing every required column that is missing or mistyped."""
+    problems = []
+    for name in REQUIRED_EVENT_FIELDS:
+        if field_type(schema, name) is None:
+            problems.append(f"column '{name}' is missing")
+    checks: list[tuple[str, str, Callable[[DataType], bool]]] = [
+        ("_id", _STRING, lambda t: isinstance(t, StringType)),
+        ("timestamp", "a string or timestamp",
+         lambda t: isinstance(t, StringType | TimestampType | TimestampNTZType)),
+        ("identityMap", "map<string, array<struct<id: string, ...>>>", identity_map_ok),
+    ]
+    checks += [(path, kind, lambda t, k=kind: _kind_ok(k, t)) for path, kind in OPTIONAL_EVENT_FIELDS.items()]
+    items = field_type(schema, "productListItems")
+    if items is not None:
+        checks.append(("productListItems", "array<struct<...>>",
+                       lambda t: isinstance(t, ArrayType) and isinstance(t.elementType, StructType)))
+    for path, expected, ok in checks:
+        found = field_type(schema, path)
+        if found is not None and not ok(found):
+            problems.append(f"column '{path}': expected {expected}, found {found.simpleString()}")
+    if problems:
+        raise InputError(f"{source}: schema does not match the XDM ExperienceEvent contract: " + "; ".join(problems))
+
+
+def _optional(df: DataFrame, path: str, cast: str) -> Column:
+    """The field when the dataset has it, else a typed null (an absent signal, not a crash)."""
+    if field_type(df.schema, path) is None:
+        return F.lit(None).cast(cast)
+    return F.col(path).cast(cast)
+
+
+def _categories(df: DataFrame) -> Column:
+    """Distinct category names (or ids) of the event's productListItems."""
+    item_type = field_type(df.schema, "productListItems")
+    if item_type is None:
+        return F.array().cast("array<string>")
+    element = item_type.elementType
+    cats = field_type(element, "productCategories")
+    if not (isinstance(cats, ArrayType) and isinstance(cats.elementType, StructType)):
+        return F.array().cast("array<string>")
+    names = [n for n in ("categoryName", "categoryID") if n in cats.elementType.fieldNames()]
+    if not names:
+        return F.array().cast("array<string>")
+
+    def name(c: Column) -> Column:
+        return F.coalesce(*[c[n].cast("string") for n in names])
+
+    per_item = F.transform(F.coalesce(F.col("productListItems"), F.array()),
+                           lambda item: F.transform(F.coalesce(item["productCategories"], F.array()), name))
+    return F.array_distinct(F.filter(F.flatten(per_item), lambda c: c.isNotNull() & (c != "")))
+
+
+def _identities() -> Column:
+    """identityMap as array<struct<ns, id>>, empty ids dropped."""
+    # Identities may carry only `id` (authenticatedState and primary are optional), so no typed
+    # default for the map itself: a null map yields a null array, replaced at the end.
+    nested = F.transform(F.map_entries("identityMap"), lambda e: F.transform(
+        F.coalesce(e["value"], F.array()), lambda i: F.struct(e["key"].alias("ns"), i["id"].alias("id"))))
+    usable = F.filter(F.flatten(nested), lambda i: i["id"].isNotNull() & (F.trim(i["id"]) != "") & i["ns"].isNotNull())
+    return F.coalesce(usable, F.array().cast("array<struct<ns:string,id:string>>"))
+
+
+def snapshot_without_identity(snapshot: DataFrame, run_id: str) -> DataFrame:
+    """Snapshot rows with no usable identity, in the quarantine table's shape."""
+    return snapshot.where(F.size(_identities()) == 0).select(
+        F.lit("snapshot").alias("source"), F.lit("missing_identity").alias("reason"),
+        F.lit(None).cast("string").alias("event_id"), F.to_json(F.struct(*snapshot.columns)).alias("raw"),
+        F.lit(run_id).alias("run_id"), F.current_timestamp().alias("quarantined_at"))
+
+
+def _is(event_type: str, measure: Column) -> Column:
+    return (F.col("event_type") == event_type) | (F.coalesce(measure, F.lit(0.0)) > 0)
+
+
+def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
+    """Flatten raw XDM events and give each row a `reason` (null when valid).
+
+    Output: event_id, ts, event_type, identities, is_page_view, is_product_view, is_cart_add,
+    is_checkout, is_purchase, revenue, order_id, categories, reason, raw.
+    """
+    # Spark compares in the session's zone (UTC); an aware clock is converted to naive UTC.
+    utc = clock if clock.tzinfo is None else clock.astimezone(dt.UTC).replace(tzinfo=None)
+    clock_lit = F.lit(utc)
+
+    def transform(raw: DataFrame) -> DataFrame:
+        original = raw.columns
+        flat = raw.select(
+            F.col("_id").alias("event_id"),
+            F.col("timestamp").cast("string").alias("ts_text"),
+            # try_cast parses ISO-8601 with 'T', fractions and a zone; anything else is null.
+            F.col("timestamp").try_cast("timestamp").alias("ts"),
+            _optional(raw, "eventType", "string").alias("event_type"),
+            _identities().alias("identities"),
+            _optional(raw, "commerce.order.priceTotal", "double").alias("price"),
+            _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
+            _optional(raw, "commerce.purchases.value", "double").alias("_purchases"),
+            _optional(raw, "commerce.productViews.value", "double").alias("_product_views"),
+            _optional(raw, "commerce.productListAdds.value", "double").alias("_cart_adds"),
+            _optional(raw, "commerce.checkouts.value", "double").alias("_checkouts"),
+            _optional(raw, "web.webPageDetails.pageViews.value", "double").alias("_page_views"),
+            _categories(raw).alias("categories"),
+            # Built only for rows that fail a row check (few), never shuffled for valid ones.
+            F.struct(*original).alias("_original"),
+        )
+        flat = flat.select(
+            "*",
+            _is(xdm.EVENT_PAGE_VIEW, F.col("_page_views")).alias("is_page_view"),
+            _is(xdm.EVENT_PRODUCT_VIEW, F.col("_product_views")).alias("is_product_view"),
+            _is(xdm.EVENT_CART_ADD, F.col("_cart_adds")).alias("is_cart_add"),
+            _is(xdm.EVENT_CHECKOUT, F.col("_checkouts")).alias("is_checkout"),
+            _is(xdm.EVENT_PURCHASE, F.col("_purchases")).alias("is_purchase"),
+        )
+        text = F.trim(F.col("ts_text"))
+        row_reason = (
+            F.when(F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""), F.lit("missing_id"))
+            .when(F.size("identities") == 0, F.lit("missing_identity"))
+            .when(F.col("ts_text").isNull() | (text == ""), F.lit("missing_timestamp"))
+            .when(F.col("ts").isNull(), F.lit("unparseable_timestamp"))
+            .when(F.col("ts") > clock_lit, F.lit("future_timestamp"))
+            .when(F.col("price") < 0, F.lit("negative_price"))
+            .when(F.col("is_purchase") & F.col("price").isNull(), F.lit("missing_price"))
+        )
+        flat = flat.withColumn("row_reason", row_reason).withColumn(
+            "_raw", F.when(F.col("row_reason").isNotNull(), F.to_json("_original"))).drop("_original")
+        parsed = ["event_id", "ts_text", "event_type", "identities", "price", "order_id", "categories",
+                  "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views"]
+        # Keep one row per _id, deterministically: a valid one first, then the earliest, then by
+        # content hash (identical copies are interchangeable).
+        by_id = Window.partitionBy("event_id").orderBy(
+            F.col("row_reason").isNotNull(), F.col("ts").asc_nulls_last(), F.xxhash64(*parsed))
+        rank = F.when(F.col("event_id").isNull(), F.lit(1)).otherwise(F.row_number().over(by_id))
+        reason = F.coalesce(F.col("row_reason"), F.when(rank > 1, F.lit("duplicate_id")))
+        return flat.withColumn("reason", reason).select(
+            "event_id", "ts", "event_type", "identities", "is_page_view", "is_product_view", "is_cart_add",
+            "is_checkout", "is_purchase",
+            F.when(F.col("is_purchase"), F.col("price")).alias("revenue"),
+            "order_id", "categories", "reason",
+            # A duplicate's raw content is its parsed fields (the kept copy holds the same _id).
+            F.when(F.col("row_reason").isNotNull(), F.col("_raw"))
+            .when(F.col("reason").isNotNull(), F.to_json(F.struct(*parsed))).alias("raw"),
+        )
+
+    return transform
+
+
+def reason_counts() -> dict[str, Column]:
+    """Aggregates for `DataFrame.observe`: rows checked, and invalid rows per reason."""
+    metrics = {"rows": F.count(F.lit(1)), "invalid": F.count("reason")}
+    metrics.update({reason: F.count_if(F.col("reason") == reason) for reason in REASONS})
+    return metrics
+
+
+def quarantine_rows(checked: DataFrame, source: str, run_id: str) -> DataFrame:
+    """The invalid rows in the quarantine table's shape."""
+    return checked.where(F.col("reason").isNotNull()).select(
+        F.lit(source).alias("source"), "reason", "event_id", "raw", F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("quarantined_at"),
+    )
+
+
+def enforce_threshold(counts: dict[str, int], max_fraction: float, source: str) -> None:
+    """Stop the run when too many rows are invalid, naming the reasons and their counts."""
+    rows, invalid = counts.get("rows", 0), counts.get("invalid", 0)
+    if rows == 0:
+        raise InputError(f"{source}: no rows")
+    if invalid / rows > max_fraction:
+        detail = ", ".join(f"{r}={counts[r]:,}" for r in REASONS if counts.get(r))
+        raise InputError(
+            f"{source}: {invalid:,} of {rows:,} rows are invalid ({invalid / rows:.1%} > "
+            f"quality.max_invalid_fraction {max_fraction:.1%}): {detail}; they are in the quarantine table"
+        )

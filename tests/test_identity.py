@@ -1,0 +1,143 @@
+"""Identity resolution: the ECID -> CRMID chain, shared devices, point in time, order independence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+from enrich import identity
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+PRIORITY = ["CRMID", "Email", "ECID"]
+EVENT_SCHEMA = "event_id string, ts timestamp, identities array<struct<ns:string,id:string>>"
+SNAPSHOT_SCHEMA = "identityMap map<string, array<struct<id:string, authenticatedState:string, primary:boolean>>>"
+
+
+def ev(spark, rows: list[tuple[str, str, list[tuple[str, str]]]]) -> DataFrame:
+    return spark.createDataFrame([(i, dt.datetime.fromisoformat(t), ids) for i, t, ids in rows], EVENT_SCHEMA)
+
+
+def snap(spark, profiles: list[dict[str, list[str]]]) -> DataFrame:
+    rows = [({ns: [(i, "authenticated", False) for i in ids] for ns, ids in p.items()},) for p in profiles]
+    return spark.createDataFrame(rows, SNAPSHOT_SCHEMA)
+
+
+def resolve(spark, events: DataFrame, snapshot: DataFrame, as_of: dt.date) -> dict[str, tuple[str, str]]:
+    """event_id -> (primary identity of its profile, resolution)."""
+    profiles = identity.snapshot_profiles(snapshot, PRIORITY)
+    resolved, spine, _ = identity.resolve(events, identity.event_links(events, PRIORITY), profiles, as_of,
+                                          PRIORITY, 20)
+    named = resolved.join(spine, "profile_id", "left").select(
+        "event_id", F.coalesce("primary_id", "anonymous_id").alias("who"), "resolution")
+    return {r.event_id: (r.who, r.resolution) for r in named.collect()}
+
+
+def test_an_ecid_seen_once_with_a_crmid_brings_all_its_events(spark):
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("ECID", "A")]),  # anonymous browsing
+        ("e2", "2025-01-05 10:00:00", [("ECID", "A"), ("CRMID", "C")]),  # logs in once
+        ("e3", "2025-01-09 10:00:00", [("ECID", "A")]),  # anonymous again
+    ])
+    snapshot = snap(spark, [{"CRMID": ["C"]}])  # the platform never listed ECID A
+    after = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
+    assert after == {"e1": ("C", "linked"), "e2": ("C", "direct"), "e3": ("C", "linked")}
+    # Point in time: before the login was seen, A is nobody's; events at/after D are not resolved.
+    before = resolve(spark, events, snapshot, dt.date(2025, 1, 5))
+    assert before == {"e1": ("A", "anonymous")}
+
+
+def test_a_shared_device_is_split_by_each_events_own_identity(spark):
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("ECID", "S"), ("CRMID", "C1")]),
+        ("e2", "2025-01-02 10:00:00", [("ECID", "S"), ("CRMID", "C2")]),
+        ("e3", "2025-01-03 10:00:00", [("ECID", "S")]),
+    ])
+    snapshot = snap(spark, [{"CRMID": ["C1"], "ECID": ["S"]}, {"CRMID": ["C2"], "ECID": ["S"]}])
+    got = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
+    assert got["e1"] == ("C1", "direct")
+    assert got["e2"] == ("C2", "direct")
+    # S alone is listed by both profiles: it goes to the smaller profile_id (documented rule).
+    ids = {c: identity_profile_id(spark, c) for c in ("C1", "C2")}
+    assert got["e3"] == (min(ids, key=ids.get), "direct")
+
+
+def identity_profile_id(spark, crm: str) -> str:
+    return spark.range(1).select(identity.profile_id(F.lit("CRMID"), F.lit(crm))).first()[0]
+
+
+def test_a_component_reaching_two_profiles_goes_to_the_best_primary_identity(spark):
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("ECID", "X"), ("CRMID", "C2")]),
+        ("e2", "2025-01-02 10:00:00", [("ECID", "X"), ("CRMID", "C1")]),
+        ("e3", "2025-01-03 10:00:00", [("ECID", "X")]),
+    ])
+    snapshot = snap(spark, [{"CRMID": ["C1"]}, {"CRMID": ["C2"]}])
+    got = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
+    assert got == {"e1": ("C2", "direct"), "e2": ("C1", "direct"), "e3": ("C1", "linked")}
+
+
+def test_unmatched_components_are_anonymous_profiles_or_dropped(spark):
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("ECID", "Q"), ("Email", "h1")]),
+        ("e2", "2025-01-02 10:00:00", [("ECID", "Q")]),
+    ])
+    snapshot = snap(spark, [{"CRMID": ["C1"]}])
+    profiles = identity.snapshot_profiles(snapshot, PRIORITY)
+    resolved, _, _ = identity.resolve(events, identity.event_links(events, PRIORITY), profiles,
+                                      dt.date(2025, 2, 1), PRIORITY, 20)
+    kept = {(r.anonymous_namespace, r.anonymous_id) for r in identity.apply_unmatched(resolved, "keep").collect()}
+    assert kept == {("Email", "h1")}  # one profile, named by its best identity
+    assert identity.apply_unmatched(resolved, "drop").count() == 0
+
+
+def test_snapshot_profile_id_is_stable_and_primary_is_the_best_identity(spark):
+    snapshot = snap(spark, [{"ECID": ["E9"], "Email": ["m"], "CRMID": ["C7"]}, {"ECID": ["E1"], "Email": ["k"]}])
+    rows = {r.primary_id: r for r in identity.snapshot_profiles(snapshot, PRIORITY).collect()}
+    assert set(rows) == {"C7", "k"}
+    assert rows["C7"].primary_namespace == "CRMID" and rows["k"].primary_namespace == "Email"
+    assert rows["C7"].profile_id == identity_profile_id(spark, "C7")
+    assert sorted(rows["C7"].nodes) == ["CRMID:C7", "ECID:E9", "Email:m"]
+
+
+def test_label_propagation_joins_a_long_chain_and_warns_at_its_bound(spark, caplog):
+    chain = spark.createDataFrame([(f"n{i:02d}", f"n{i + 1:02d}") for i in range(40)], "src string, dst string")
+    components, rounds = identity.connected_components(chain, 20)
+    assert {r.component for r in components.collect()} == {"n00"}
+    assert rounds < 20  # pointer jumping converges in about log2(40) rounds
+    with caplog.at_level(logging.WARNING, logger="enrich.identity"):
+        partial, used = identity.connected_components(chain, 1)
+    assert used == 1 and "identity.max_iterations=1" in caplog.text
+    assert partial.select("component").distinct().count() > 1
+
+
+GRAPH_EVENTS = [
+    ("e1", "2025-01-01 10:00:00", [("ECID", "A")]),
+    ("e2", "2025-01-02 10:00:00", [("ECID", "A"), ("CRMID", "C1")]),
+    ("e3", "2025-01-03 10:00:00", [("ECID", "B"), ("Email", "m2")]),
+    ("e4", "2025-01-04 10:00:00", [("ECID", "S"), ("CRMID", "C1")]),
+    ("e5", "2025-01-05 10:00:00", [("ECID", "S"), ("CRMID", "C2")]),
+    ("e6", "2025-01-06 10:00:00", [("ECID", "S")]),
+    ("e7", "2025-01-07 10:00:00", [("ECID", "Z")]),
+    ("e8", "2025-01-08 10:00:00", [("Email", "m2"), ("CRMID", "C3")]),
+]
+GRAPH_SNAPSHOT = [{"CRMID": ["C1"], "ECID": ["S"]}, {"CRMID": ["C2"], "ECID": ["S"]}, {"CRMID": ["C3"]}]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(order=st.permutations(range(len(GRAPH_EVENTS))), profile_order=st.permutations(range(len(GRAPH_SNAPSHOT))),
+       partitions=st.integers(1, 4))
+def test_resolution_does_not_depend_on_input_order(spark, order, profile_order, partitions):
+    expected = resolve(spark, ev(spark, GRAPH_EVENTS), snap(spark, GRAPH_SNAPSHOT), dt.date(2025, 2, 1))
+    shuffled = ev(spark, [GRAPH_EVENTS[i] for i in order]).repartition(partitions)
+    shuffled_snapshot = snap(spark, [GRAPH_SNAPSHOT[i] for i in profile_order])
+    assert resolve(spark, shuffled, shuffled_snapshot, dt.date(2025, 2, 1)) == expected
+    assert expected["e3"] == ("C3", "linked")  # B -> m2 -> C3 through two events
+
+
+@pytest.mark.parametrize("ns,expected", [("CRMID", 0), ("Email", 1), ("ECID", 2), ("Phone", 3)])
+def test_priority_rank(spark, ns, expected):
+    assert spark.range(1).select(identity.priority_rank(F.lit(ns), PRIORITY)).first()[0] == expected

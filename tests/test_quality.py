@@ -1,0 +1,109 @@
+"""Row checks, de-duplication, absent optional fields and schema drift."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from enrich import quality, xdm
+from enrich.errors import InputError
+from pyspark.sql import functions as F
+
+CLOCK = dt.datetime(2025, 6, 1)
+MINIMAL = "_id string, timestamp string, identityMap map<string, array<struct<id:string>>>"
+
+
+def ids(value: str | None = "E1") -> dict | None:
+    return None if value is None else {"ECID": [(value,)]}
+
+
+def check(spark, rows, schema=MINIMAL):
+    df = spark.createDataFrame(rows, schema).transform(quality.validate_events(CLOCK))
+    return {r.event_id: r for r in df.collect()}
+
+
+def test_each_row_check_gives_its_reason(spark):
+    got = check(spark, [
+        ("ok", "2025-01-01T10:00:00.000Z", ids()),
+        ("no-map", "2025-01-01T10:00:00Z", None),
+        ("empty-map", "2025-01-01T10:00:00Z", {}),
+        ("blank-id", "2025-01-01T10:00:00Z", {"ECID": [(" ",)]}),
+        ("no-ts", None, ids()),
+        ("blank-ts", "  ", ids()),
+        ("bad-ts", "01/02/2025 10:00", ids()),
+        ("future", "2025-06-01T00:00:01Z", ids()),
+        ("offset", "2025-01-01T12:00:00+02:00", ids()),
+        (None, "2025-01-01T10:00:00Z", ids()),
+    ])
+    reasons = {k: v.reason for k, v in got.items()}
+    assert reasons == {
+        "ok": None, "no-map": "missing_identity", "empty-map": "missing_identity", "blank-id": "missing_identity",
+        "no-ts": "missing_timestamp", "blank-ts": "missing_timestamp", "bad-ts": "unparseable_timestamp",
+        "future": "future_timestamp", "offset": None, None: "missing_id",
+    }
+    assert got["offset"].ts == dt.datetime(2025, 1, 1, 10, 0)  # zones are honoured, kept in UTC
+    assert got["ok"].raw is None and '"_id":"bad-ts"' in got["bad-ts"].raw
+
+
+def test_missing_optional_fields_are_absent_signals(spark):
+    got = check(spark, [("ok", "2025-01-01T10:00:00Z", ids())])["ok"]
+    assert got.reason is None
+    assert not (got.is_page_view or got.is_product_view or got.is_cart_add or got.is_checkout or got.is_purchase)
+    assert got.revenue is None and got.event_type is None and got.categories == []
+
+
+def test_prices_are_checked_on_purchases(spark):
+    schema = MINIMAL + ", eventType string, commerce struct<order:struct<priceTotal:double>>"
+    got = check(spark, [
+        ("neg", "2025-01-01T10:00:00Z", ids(), xdm.EVENT_PURCHASE, ((-5.0,),)),
+        ("none", "2025-01-01T10:00:00Z", ids(), xdm.EVENT_PURCHASE, ((None,),)),
+        ("view", "2025-01-01T10:00:00Z", ids(), xdm.EVENT_PAGE_VIEW, None),
+        ("buy", "2025-01-01T10:00:00Z", ids(), xdm.EVENT_PURCHASE, ((12.5,),)),
+    ], schema)
+    assert {k: v.reason for k, v in got.items()} == {"neg": "negative_price", "none": "missing_price",
+                                                     "view": None, "buy": None}
+    assert got["buy"].is_purchase and got["buy"].revenue == 12.5 and got["view"].revenue is None
+
+
+def test_duplicates_keep_one_valid_earliest_copy(spark):
+    rows = [
+        ("d1", "2025-01-02T00:00:00Z", ids("late")),
+        ("d1", "2025-01-01T00:00:00Z", ids("early")),
+        ("d1", "bad", ids("broken")),
+        ("d2", "2025-01-01T00:00:00Z", ids("same")),
+        ("d2", "2025-01-01T00:00:00Z", ids("same")),
+    ]
+    df = spark.createDataFrame(rows, MINIMAL).transform(quality.validate_events(CLOCK))
+    valid = {(r.event_id, r.identities[0].id) for r in df.where("reason IS NULL").collect()}
+    assert valid == {("d1", "early"), ("d2", "same")}
+    reasons = sorted(r.reason for r in df.where("reason IS NOT NULL").collect())
+    assert reasons == ["duplicate_id", "duplicate_id", "unparseable_timestamp"]
+
+
+def test_categories_come_from_product_list_items(spark):
+    schema = MINIMAL + (", productListItems array<struct<SKU:string, productCategories:"
+                        "array<struct<categoryID:string, categoryName:string>>>>")
+    got = check(spark, [("p", "2025-01-01T10:00:00Z", ids(),
+                         [("s1", [("C1", "Shoes"), ("C2", None)]), ("s2", [("C1", "Shoes")]), ("s3", None)])],
+                schema)["p"]
+    assert sorted(got.categories) == ["C2", "Shoes"]  # names, falling back to ids; distinct
+
+
+def test_schema_drift_names_column_expected_and_found(spark):
+    drifted = spark.createDataFrame([("x", "2025-01-01", {"ECID": [("a",)]}, (("12.5",),))],
+                                    MINIMAL + ", commerce struct<order:struct<priceTotal:string>>")
+    with pytest.raises(InputError, match=r"events: .*column 'commerce.order.priceTotal': expected a number, "
+                                         r"found string"):
+        quality.check_event_schema(drifted.schema, "events")
+    no_ts = spark.createDataFrame([("x",)], "_id string").withColumn("identityMap", F.lit(None))
+    with pytest.raises(InputError, match=r"column 'timestamp' is missing.*column 'identityMap': expected map"):
+        quality.check_event_schema(no_ts.schema, "events")
+    quality.check_event_schema(xdm.EXPERIENCE_EVENT, "events")  # the contract itself passes
+
+
+def test_threshold_names_reasons_and_counts():
+    counts = {"rows": 1000, "invalid": 80, "missing_identity": 50, "duplicate_id": 30}
+    with pytest.raises(InputError, match=r"80 of 1,000 rows are invalid \(8.0% > quality.max_invalid_fraction "
+                                         r"5.0%\): missing_identity=50, duplicate_id=30"):
+        quality.enforce_threshold(counts, 0.05, "events")
+    quality.enforce_threshold(counts, 0.08, "events")  # at the threshold is allowed
