@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 JARS   := .jars
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup check-tools demo test lint docs bench clean distclean
+.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features clean distclean
 
 setup: check-tools $(VENV)/.installed $(JARS)/.fetched
 
@@ -31,8 +31,11 @@ $(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py | $(VENV)/.install
 	$(PY) tools/fetch_jars.py $(JARS)
 	@touch $@
 
+DEMO_AS_OF ?= 2025-12-01
+
 demo: setup
 	$(PY) jobs/generate_data.py
+	$(PY) jobs/build_features.py --set as_of=$(DEMO_AS_OF)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests tools bench
@@ -43,8 +46,13 @@ test: setup lint
 docs: setup
 	$(PY) tools/config_table.py README.md
 
-bench: setup
+bench: bench-datagen bench-features
+
+bench-datagen: setup
 	$(PY) bench/datagen.py
+
+bench-features: setup
+	$(PY) bench/features.py
 
 clean:
 	rm -rf lake mlruns mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis

@@ -18,11 +18,10 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import driver_heap_peak_mb, python_peak_rss_mb, reset_driver_heap_peak, write_results  # noqa: E402
-
-from enrich import datagen, tables  # noqa: E402
-from enrich.config import load_config  # noqa: E402
-from enrich.session import get_spark  # noqa: E402
+from common import driver_heap_peak_mb, python_peak_rss_mb, reset_driver_heap_peak, write_results
+from enrich import datagen, tables
+from enrich.config import load_config
+from enrich.session import get_spark
 
 
 def main() -> int:

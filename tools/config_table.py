@@ -25,6 +25,8 @@ def _type_name(annotation: object) -> str:
         return " or ".join(_type_name(a) for a in args if a is not type(None)) + " (optional)"
     if origin is dict:
         return "map of " + " to ".join(_type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
     name = getattr(annotation, "__name__", str(annotation))
     return "date (YYYY-MM-DD)" if name == "date" else name
 
@@ -32,8 +34,8 @@ def _type_name(annotation: object) -> str:
 def table() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, field in iter_keys():
-        default = field.default
-        shown = "—" if default is None else f"`{default}`" if default != {} else "`{}`"
+        default = field.get_default(call_default_factory=True)
+        shown = "—" if default is None else f"`{default}`"
         doc = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(field.annotation)} | {shown} | {doc} |")
     return "\n".join(rows)

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Benchmark the features job on generated data: events/second, seconds per stage, shuffles, memory.
+
+    python bench/features.py [--profiles 16000 160000] [--root /tmp/profile-enrichment-bench]
+
+Generates (once per size, kept between runs) about 1M and 10M events, runs the whole features job
+(validation and quarantine, identity resolution, features, Delta write) for one as-of date, and
+writes bench/results/features.json. Targets on a 2-core machine: >= 150k events/s at 10M events,
+cost per event flat (within 20%) from 1M to 10M, driver memory flat, and one shuffle of the events
+after identity resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import driver_heap_peak_mb, python_peak_rss_mb, reset_driver_heap_peak, write_results
+from enrich import identity, quality, tables
+from enrich.config import Config, load_config
+from enrich.jobs import build_features, generate_data
+from enrich.session import get_spark
+
+AS_OF = "2025-12-01"
+
+
+def shuffles(spark: SparkSession, cfg: Config) -> dict[str, int]:
+    """Exchanges in the physical plan of one as-of date's features (AQE off, so the plan is final)."""
+    spark.conf.set("spark.sql.adaptive.enabled", "false")
+    try:
+        raw = tables.read(spark, cfg.events_path, "delta")
+        valid = raw.transform(quality.validate_events(cfg.quality.clock)).where("reason IS NULL")
+        profiles = identity.snapshot_profiles(tables.read(spark, cfg.snapshot_path, "delta"),
+                                              cfg.identity.namespace_priority)
+        links = identity.event_links(valid, cfg.identity.namespace_priority)
+        rows, _ = build_features.features_as_of(valid, profiles, links, cfg.as_of_dates()[0], cfg)
+        plan = rows._jdf.queryExecution().executedPlan().toString()
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", "true")
+    return {"exchanges_total": len(re.findall(r"\bExchange ", plan)),
+            "events_repartitions_after_resolution": len(re.findall(r"REPARTITION_BY_COL", plan))}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--profiles", type=int, nargs="+", default=[16_000, 160_000])
+    p.add_argument("--root", default="/tmp/profile-enrichment-bench")
+    args = p.parse_args()
+    spark = get_spark(load_config().spark)
+    spark.sparkContext.setLogLevel("ERROR")
+    runs = []
+    for profiles in args.profiles:
+        lake = f"{args.root}/{profiles}"
+        sets = [f"lake={lake}", f"generate.profiles={profiles}", f"as_of={AS_OF}",
+                "quality.clock=2026-06-01T00:00:00"]
+        cfg = load_config([], sets)
+        if not Path(lake, "raw", "events", "_delta_log").exists():
+            generate_data.run(spark, cfg)
+        reset_driver_heap_peak(spark)
+        start = time.perf_counter()
+        summary = build_features.run(spark, cfg)
+        seconds = time.perf_counter() - start
+        run = {
+            "profiles": profiles, "events": summary.rows_read, "seconds": round(seconds, 1),
+            "events_per_second": round(summary.rows_read / seconds),
+            "microseconds_per_event": round(seconds / summary.rows_read * 1e6, 2),
+            "seconds_per_stage": summary.seconds, "feature_rows": summary.dates[0].profiles,
+            "driver_heap_peak_mb": round(driver_heap_peak_mb(spark)), "python_peak_rss_mb": round(python_peak_rss_mb()),
+            **shuffles(spark, cfg),
+        }
+        print(run, flush=True)
+        runs.append(run)
+    result = {"benchmark": "features job: read+validate+quarantine, identity, features, delta write",
+              "as_of": AS_OF, "runs": runs}
+    if len(runs) >= 2:
+        result["cost_per_event_ratio_largest_to_smallest"] = round(
+            runs[-1]["microseconds_per_event"] / runs[0]["microseconds_per_event"], 2)
+    path = write_results("features", result)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
