@@ -149,7 +149,8 @@ def test_snapshot_attributes_known_at_d(spark):
         [("p1", ("2024-01-31T00:00:00.000Z",), {"ups": {"s1": ("realized", "2025-02-01T00:00:00Z"),
                                                         "s2": ("realized", "2025-03-01T00:00:00Z"),
                                                         "s3": ("exited", "2025-01-01T00:00:00Z")}}),
-         ("p2", ("2025-03-05T00:00:00.000Z",), None)],
+         ("p2", ("2025-03-05T00:00:00.000Z",), None),
+         ("p3", None, {"ups": None, "other": {"s9": ("existing", "2025-01-01T00:00:00Z")}})],
         "profile_id string, _repo struct<createDate:string>, "
         "segmentMembership map<string,map<string,struct<status:string,lastQualificationTime:string>>>")
     got = {r.profile_id: r for r in features.snapshot_attributes(snap, D).collect()}
@@ -157,6 +158,15 @@ def test_snapshot_attributes_known_at_d(spark):
     assert got["p1"].segment_count == 1  # s2 qualified at D, s3 exited
     assert got["p2"].tenure_days is None  # created after D
     assert got["p2"].segment_count == 0
+    assert got["p3"].segment_count == 1 and got["p3"].tenure_days is None  # a null namespace hides nothing
+
+
+def test_snapshot_attributes_of_another_shape_are_absent_not_a_crash(spark):
+    snap = spark.createDataFrame(
+        [("p1", ("2024-01-31",), {"ups": "s1"})],
+        "profile_id string, _repo struct<modifyDate:string>, segmentMembership map<string,string>")
+    row = features.snapshot_attributes(snap, D).first()
+    assert (row.tenure_days, row.segment_count) == (None, None)
 
 
 def test_features_shuffle_the_events_once(spark):

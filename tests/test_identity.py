@@ -33,7 +33,10 @@ def resolve(spark, events: DataFrame, snapshot: DataFrame, as_of: dt.date) -> di
                                           PRIORITY, 20)
     named = resolved.join(spine, "profile_id", "left").select(
         "event_id", F.coalesce("primary_id", "anonymous_id").alias("who"), "resolution")
-    return {r.event_id: (r.who, r.resolution) for r in named.collect()}
+    rows = named.collect()
+    got = {r.event_id: (r.who, r.resolution) for r in rows}
+    assert len(got) == len(rows), "an event resolved to more than one profile"
+    return got
 
 
 def test_an_ecid_seen_once_with_a_crmid_brings_all_its_events(spark):
@@ -78,6 +81,34 @@ def test_a_component_reaching_two_profiles_goes_to_the_best_primary_identity(spa
     snapshot = snap(spark, [{"CRMID": ["C1"]}, {"CRMID": ["C2"]}])
     got = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
     assert got == {"e1": ("C2", "direct"), "e2": ("C1", "direct"), "e3": ("C1", "linked")}
+
+
+def test_an_events_own_listed_identity_wins_over_its_best_identitys_component(spark):
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("CRMID", "Cx"), ("ECID", "E")]),  # Cx unknown, E listed by C2
+        ("e2", "2025-01-02 10:00:00", [("CRMID", "Cx"), ("ECID", "F")]),
+        ("e3", "2025-01-03 10:00:00", [("ECID", "F"), ("CRMID", "C1")]),
+    ])
+    # One component holds C1 and C2; its best primary is C1, but e1 carries E, which C2 lists.
+    snapshot = snap(spark, [{"CRMID": ["C1"]}, {"CRMID": ["C2"], "ECID": ["E"]}])
+    got = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
+    assert got == {"e1": ("C2", "direct"), "e2": ("C1", "linked"), "e3": ("C1", "direct")}
+
+
+def test_snapshot_rows_sharing_a_primary_identity_are_one_profile_whatever_their_order(spark):
+    schema = SNAPSHOT_SCHEMA + ", label string"
+    rows = [({"CRMID": [("C", None, None)], "ECID": [("A", None, None)]}, "first"),
+            ({"CRMID": [("C", None, None)], "ECID": [("B", None, None)]}, "second")]
+    seen = set()
+    for order in (rows, rows[::-1]):
+        for partitions in (1, 2):
+            got = identity.snapshot_profiles(spark.createDataFrame(order, schema).repartition(partitions),
+                                             PRIORITY).collect()
+            assert len(got) == 1
+            seen.add((tuple(got[0].nodes), got[0].label))
+    assert len(seen) == 1
+    nodes, _ = seen.pop()
+    assert nodes == ("CRMID:C", "ECID:A", "ECID:B")  # primary first, then by priority and id
 
 
 def test_unmatched_components_are_anonymous_profiles_or_dropped(spark):

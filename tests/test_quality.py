@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from enrich import quality, xdm
+from enrich import quality, tables, xdm
 from enrich.errors import InputError
 from pyspark.sql import functions as F
 
@@ -107,3 +107,18 @@ def test_threshold_names_reasons_and_counts():
                                          r"5.0%\): missing_identity=50, duplicate_id=30"):
         quality.enforce_threshold(counts, 0.05, "events")
     quality.enforce_threshold(counts, 0.08, "events")  # at the threshold is allowed
+
+
+def test_json_lines_that_do_not_fit_the_schema_are_quarantined_whole(spark, tmp_path):
+    lines = [
+        '{"_id": "ok", "timestamp": "2025-01-01T10:00:00Z", "identityMap": {"ECID": [{"id": "E1"}]}}',
+        '{"_id": "typo", "timestamp": "2025-01-01T10:00:00Z", "identityMap": {"ECID": [{"id": "E2"}]}, '
+        '"commerce": {"order": {"priceTotal": "twelve"}}}',
+        '{"_id": "cut", "timestamp": "2025-01-01T1',
+    ]
+    (tmp_path / "events.json").write_text("\n".join(lines) + "\n")
+    raw = tables.read(spark, str(tmp_path), "json", schema=xdm.EXPERIENCE_EVENT)
+    rows = raw.transform(quality.validate_events(CLOCK)).collect()
+    assert len(rows) == 3  # nothing lost
+    by_raw = {r.raw: r.reason for r in rows}
+    assert by_raw == {None: None, lines[1]: "malformed_record", lines[2]: "malformed_record"}

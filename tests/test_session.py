@@ -26,11 +26,11 @@ def test_detect_mode(mode, env, expected):
 
 def test_cluster_keeps_what_spark_submit_set_and_adds_the_rest():
     existing = {
-        "spark.sql.session.timeZone": "America/New_York",  # the user's choice stands
+        "spark.sql.session.timeZone": "America/New_York",  # overridden: days are UTC days
         "spark.sql.extensions": "org.example.OtherExtension",
     }
     added = cluster_additions(SparkConfig(conf={"spark.sql.shuffle.partitions": "400"}), existing)
-    assert "spark.sql.session.timeZone" not in added
+    assert added["spark.sql.session.timeZone"] == "UTC"
     assert added["spark.sql.extensions"] == f"org.example.OtherExtension,{DELTA_EXTENSION}"
     assert added["spark.sql.catalog.spark_catalog"] == DELTA_CATALOG
     assert added["spark.sql.shuffle.partitions"] == "400"

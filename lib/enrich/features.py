@@ -28,14 +28,16 @@ from collections.abc import Callable, Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, MapType, StringType, StructType, TimestampNTZType, TimestampType
 
+from enrich import quality, utc
 from enrich.config import FeaturesConfig
 
 TREND_DAYS = 30
 
 
 def _ts(day: dt.date) -> Column:
-    return F.lit(dt.datetime(day.year, day.month, day.day))
+    return utc.midnight(day)
 
 
 def _days_between(later: Column, earlier: Column) -> Column:
@@ -135,7 +137,9 @@ def _affinity_columns(weights: Column, top: int) -> list[Column]:
     totals = F.transform(keys, lambda k: F.aggregate(
         F.filter(weights, lambda x: x["k"] == k), F.lit(0.0), lambda acc, x: acc + x["w"]))
     grand = F.aggregate(totals, F.lit(0.0), lambda acc, x: acc + x)
-    entries = F.arrays_zip(keys.alias("key"), F.transform(totals, lambda t: t / grand).alias("value"))
+    # Weights can underflow to 0 for very old interactions: no share rather than a division by zero.
+    shares = F.transform(totals, lambda t: F.when(grand > 0, t / grand))
+    entries = F.arrays_zip(keys.alias("key"), shares.alias("value"))
     # Highest share first; ties by name, so the list is deterministic.
     ranked = F.array_sort(entries, lambda a, b: F.when(a["value"] > b["value"], -1).when(a["value"] < b["value"], 1)
                           .otherwise(F.when(a["key"] < b["key"], -1).when(a["key"] > b["key"], 1).otherwise(0)))
@@ -154,18 +158,31 @@ def _snapshot_attributes(as_of: dt.date) -> list[Column]:
     ]
 
 
+def _segment_membership_ok(found: DataType | None) -> bool:
+    """map<namespace, map<segment id, struct<status, lastQualificationTime, ...>>>."""
+    inner = found.valueType if isinstance(found, MapType) else None
+    value = inner.valueType if isinstance(inner, MapType) else None
+    return isinstance(value, StructType) and {"status", "lastQualificationTime"} <= set(value.fieldNames())
+
+
 def snapshot_attributes(snapshot_profiles: DataFrame, as_of: dt.date) -> DataFrame:
     """tenure_days and segment_count as of D for each snapshot profile (nulls where absent)."""
-    cols = snapshot_profiles.columns
-    created = (F.col("_repo.createDate").try_cast("timestamp") if "_repo" in cols
+    schema = snapshot_profiles.schema
+    created_type = quality.field_type(schema, "_repo.createDate")
+    created = (F.col("_repo.createDate").try_cast("timestamp")
+               if isinstance(created_type, StringType | TimestampType | TimestampNTZType)
                else F.lit(None).cast("timestamp"))
     d = _ts(as_of)
-    if "segmentMembership" in cols:
-        # No typed default for the map: its structs may carry more or fewer fields than ours.
-        memberships = F.flatten(F.transform(F.map_values("segmentMembership"), F.map_values))
-        qualified = F.filter(memberships, lambda m: (m["status"].isin("realized", "existing"))
-                             & (m["lastQualificationTime"].try_cast("timestamp") < d))
-        segments = F.coalesce(F.size(qualified), F.lit(0))
+    if _segment_membership_ok(quality.field_type(schema, "segmentMembership")):
+        # Counted per namespace and summed: a null namespace map counts 0 without hiding the others.
+        def qualified(per_namespace: Column) -> Column:
+            return F.coalesce(F.size(F.filter(
+                F.map_values(per_namespace),
+                lambda m: F.coalesce(m["status"].isin("realized", "existing")
+                                     & (m["lastQualificationTime"].try_cast("timestamp") < d), F.lit(False)))),
+                F.lit(0))
+        segments = F.coalesce(
+            F.aggregate(F.map_values("segmentMembership"), F.lit(0), lambda acc, m: acc + qualified(m)), F.lit(0))
     else:
         segments = F.lit(None).cast("int")
     return snapshot_profiles.select("profile_id", created.alias("_created"), segments.alias("_segments")).select(

@@ -5,17 +5,18 @@ The graph's nodes are identities (`namespace:id`). Its edges come from two place
 - events before the as-of date D: the identities one event carries are linked to each other (a
   login links the device's ECID to the CRMID).
 Connected components of that graph (label propagation in Spark, bounded rounds) group identities
-that belong together; an event is then resolved by its own best identity (highest priority in
-`identity.namespace_priority`, ties by id):
+that belong together. An event's identities are ranked by `identity.namespace_priority` (then by
+namespace and id), and the event goes to:
 
-1. the identity is in a snapshot profile's identityMap: that profile. An identity listed by two
-   snapshot profiles (a shared device) goes to the one with the smaller `profile_id`;
-2. otherwise its component holds snapshot profiles: the one whose primary identity ranks best
-   (priority, then id) — so an ECID seen once with a known CRMID brings all its anonymous events,
-   earlier and later, to that CRMID's profile, and a component that reaches two profiles is split
-   by each event's own identities before this rule applies;
-3. otherwise the component has no snapshot profile: `identity.unmatched: keep` makes it an
-   anonymous profile keyed by its best identity, `drop` leaves it out.
+1. direct: the profile that lists its highest-ranked identity found in any snapshot identityMap
+   (an identity listed by two snapshot profiles — a shared device — goes to the one with the
+   smaller `profile_id`); so a component reaching two profiles is split by each event's own
+   identities before rule 2 is tried;
+2. linked: otherwise, the snapshot profile in the component of its best identity whose primary
+   identity ranks best (priority, then id, then namespace) — so an ECID seen once with a known
+   CRMID brings all its anonymous events, earlier and later, to that CRMID's profile;
+3. anonymous: otherwise the component has no snapshot profile: `identity.unmatched: keep` makes
+   it an anonymous profile keyed by the component's best identity, `drop` leaves it out.
 
 Point in time: links for D come from the snapshot (taken as known at D: it is the platform's
 current view of who is who) and from events strictly before D only, so no event at or after D can
@@ -32,6 +33,8 @@ from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+
+from enrich import utc
 
 log = logging.getLogger(__name__)
 
@@ -64,38 +67,56 @@ def profile_id(ns: Column, identity: Column) -> Column:
 
 
 def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame:
-    """One row per snapshot profile: profile_id, primary identity, all identities as nodes."""
+    """One row per snapshot profile: profile_id, primary identity, all identities as nodes.
+
+    Snapshot rows that share a primary identity are one profile: their identities are merged and
+    their other columns taken from one row chosen by content (whatever order the rows come in).
+    """
     identities = F.flatten(F.transform(
         F.map_entries(F.col("identityMap")),
         lambda e: F.transform(F.coalesce(e["value"], F.array()), lambda i: F.struct(
             e["key"].alias("ns"), i["id"].alias("id")))))
-    rows = snapshot.select("*", ranked(F.filter(identities, lambda i: i["id"].isNotNull() & (i["id"] != "")),
-                                       priority).alias("_ids"))
-    rows = rows.where(F.size("_ids") > 0)
+    others = [c for c in snapshot.columns if c != "identityMap"]
+    rows = snapshot.select(
+        F.struct(*others).alias("_row"),
+        ranked(F.filter(identities, lambda i: i["id"].isNotNull() & (F.trim(i["id"]) != "")), priority).alias("_ids"),
+    ).where(F.size("_ids") > 0)
     best = F.get(F.col("_ids"), 0)
+    rows = rows.groupBy(profile_id(best["ns"], best["id"]).alias("profile_id")).agg(
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("_ids")))).alias("_ids"),
+        F.min_by("_row", F.sha2(F.to_json("_row"), 256)).alias("_row"),
+    )
     return rows.select(
-        profile_id(best["ns"], best["id"]).alias("profile_id"),
+        "profile_id",
         best["ns"].alias("primary_namespace"),
         best["id"].alias("primary_id"),
         best["rank"].alias("primary_rank"),
         F.transform("_ids", lambda i: node_key(i["ns"], i["id"])).alias("nodes"),
-        *[c for c in snapshot.columns if c != "identityMap"],
-    ).dropDuplicates(["profile_id"])
+        *[F.col("_row")[c].alias(c) for c in others],
+    )
+
+
+def identity_nodes(identities: Column, priority: Sequence[str]) -> Column:
+    """An event's identities as distinct graph nodes, best first: the key its resolution is kept under."""
+    return F.array_distinct(F.transform(ranked(identities, priority), lambda i: node_key(i["ns"], i["id"])))
+
+
+def with_nodes(events: DataFrame, priority: Sequence[str]) -> DataFrame:
+    """`events` with their `identity_nodes` (computed once, when not there already)."""
+    if "identity_nodes" in events.columns:
+        return events
+    return events.withColumn("identity_nodes", identity_nodes(F.col("identities"), priority))
 
 
 def event_links(events: DataFrame, priority: Sequence[str]) -> DataFrame:
-    """Distinct identity links carried by events, with the first time each was seen.
+    """Each distinct identity set events carry (`identity_nodes`), with the first time it was seen.
 
-    Every event links its best identity to each of its identities (itself included, so that an
-    identity seen alone is still a node of the graph). `first_seen` lets one table of links serve
-    every as-of date: the links for D are those first seen before D.
+    A set links its best identity to each of its identities (itself included, so that an identity
+    seen alone is still a node of the graph). Distinct sets are far fewer than events, so the
+    graph and the per-set resolution are profile-sized; `first_seen` lets one table serve every
+    as-of date: the links for D are the sets first seen before D.
     """
-    ids = ranked(F.col("identities"), priority)
-    best = F.get(F.col("_ids"), 0)
-    pairs = events.select("ts", ids.alias("_ids")).select(
-        "ts", node_key(best["ns"], best["id"]).alias("src"),
-        F.explode(F.transform("_ids", lambda i: node_key(i["ns"], i["id"]))).alias("dst"))
-    return pairs.groupBy("src", "dst").agg(F.min("ts").alias("first_seen"))
+    return with_nodes(events, priority).groupBy("identity_nodes").agg(F.min("ts").alias("first_seen"))
 
 
 def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int]:
@@ -142,26 +163,41 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     `snapshot_profiles`. The returned events carry `profile_id`, `resolution`
     (direct | linked | anonymous) and, for anonymous profiles, the namespace and id that name them
     (`apply_unmatched` keeps or drops those). The spine has one row per snapshot profile.
-    """
-    cutoff = F.lit(dt.datetime(as_of.year, as_of.month, as_of.day))
-    member = profiles.select("profile_id", "primary_rank", "primary_id", F.explode("nodes").alias("node"))
-    snapshot_edges = member.join(
-        profiles.select("profile_id", F.get(F.col("nodes"), 0).alias("src")), "profile_id"
-    ).select("src", F.col("node").alias("dst"))
-    edges = links.where(F.col("first_seen") < cutoff).select("src", "dst").union(snapshot_edges)
-    components, rounds = connected_components(edges, max_iterations)
 
-    direct = member.groupBy("node").agg(F.min("profile_id").alias("direct_profile"))
+    Every rule works on the distinct identity sets (profile-sized); the events meet the result in
+    one equi-join on their set.
+    """
+    cutoff = utc.midnight(as_of)
+    sets = links.where(F.col("first_seen") < cutoff).select("identity_nodes")
+    member = profiles.select("profile_id", "primary_rank", "primary_namespace", "primary_id",
+                             F.explode("nodes").alias("node"))
+    snapshot_edges = profiles.select(F.get(F.col("nodes"), 0).alias("src"), F.explode("nodes").alias("dst"))
+    event_edges = sets.select(F.get(F.col("identity_nodes"), 0).alias("src"), F.explode("identity_nodes").alias("dst"))
+    components, rounds = connected_components(event_edges.union(snapshot_edges), max_iterations)
+
+    # Rule 1: the set's best identity that a snapshot profile lists (shared: smallest profile_id).
+    direct = member.groupBy("node").agg(F.min("profile_id").alias("profile"))
+    direct_hit = (
+        sets.select("identity_nodes", F.posexplode("identity_nodes").alias("pos", "node"))
+        .join(direct, "node")
+        .groupBy("identity_nodes").agg(F.min_by("profile", F.col("pos")).alias("direct_profile"))
+    )
+    # Rule 2: the component of the set's best identity, through its best-ranked snapshot profile.
     by_component = member.join(components, "node").groupBy("component").agg(
-        F.min_by("profile_id", F.struct("primary_rank", "primary_id")).alias("component_profile"))
-    best_node = components.select(
+        F.min_by("profile_id", F.struct("primary_rank", "primary_id", "primary_namespace")).alias("component_profile"))
+    # Rule 3: anonymous, named by the component's best identity.
+    anchor = components.select(
         "component", "node", F.split_part("node", F.lit(":"), F.lit(1)).alias("_ns"),
     ).groupBy("component").agg(
         F.min_by("node", F.struct(priority_rank(F.col("_ns"), priority), F.col("node"))).alias("anchor"))
-    node_profile = (
-        components.join(direct, "node", "left").join(by_component, "component", "left").join(best_node, "component")
+    set_profile = (
+        sets.select("identity_nodes", F.get(F.col("identity_nodes"), 0).alias("node"))
+        .join(components, "node")
+        .join(by_component, "component", "left")
+        .join(anchor, "component")
+        .join(direct_hit, "identity_nodes", "left")
         .select(
-            "node",
+            "identity_nodes",
             F.coalesce("direct_profile", "component_profile").alias("known_profile"),
             F.when(F.col("direct_profile").isNotNull(), F.lit("direct"))
             .when(F.col("component_profile").isNotNull(), F.lit("linked"))
@@ -169,17 +205,15 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
             "anchor",
         )
     )
-    ids = ranked(F.col("identities"), priority)
-    before = events.where(F.col("ts") < cutoff).withColumn("node", node_key(F.get(ids, 0)["ns"], F.get(ids, 0)["id"]))
-    resolved = before.join(node_profile, "node")
+    before = with_nodes(events, priority).where(F.col("ts") < cutoff)
+    resolved = before.join(set_profile, "identity_nodes")
     anchor_ns = F.split_part(F.col("anchor"), F.lit(":"), F.lit(1))
     anchor_id = F.expr("substring(anchor, length(split_part(anchor, ':', 1)) + 2)")
     anonymous = F.col("known_profile").isNull()
     resolved = resolved.select(
-        *[c for c in before.columns if c != "node"],
+        *[c for c in before.columns if c != "identity_nodes"],
         F.coalesce(F.col("known_profile"), profile_id(anchor_ns, anchor_id)).alias("profile_id"),
         "resolution",
-        # Anonymous profiles are named by their component's best identity.
         F.when(anonymous, anchor_ns).alias("anonymous_namespace"),
         F.when(anonymous, anchor_id).alias("anonymous_id"),
     )

@@ -25,11 +25,12 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from enrich import xdm
+from enrich import tables, utc, xdm
 from enrich.errors import InputError
 
 # Reasons in the order they are checked; a row is quarantined for the first one it fails.
 REASONS: tuple[str, ...] = (
+    "malformed_record",
     "missing_id",
     "missing_identity",
     "missing_timestamp",
@@ -126,7 +127,7 @@ def _categories(df: DataFrame) -> Column:
         return F.array().cast("array<string>")
 
     def name(c: Column) -> Column:
-        return F.coalesce(*[c[n].cast("string") for n in names])
+        return F.coalesce(*[F.nullif(F.trim(c[n].cast("string")), F.lit("")) for n in names])
 
     per_item = F.transform(F.coalesce(F.col("productListItems"), F.array()),
                            lambda item: F.transform(F.coalesce(item["productCategories"], F.array()), name))
@@ -152,7 +153,7 @@ def snapshot_without_identity(snapshot: DataFrame, run_id: str) -> DataFrame:
 
 
 def _is(event_type: str, measure: Column) -> Column:
-    return (F.col("event_type") == event_type) | (F.coalesce(measure, F.lit(0.0)) > 0)
+    return F.coalesce(F.col("event_type") == event_type, F.lit(False)) | (F.coalesce(measure, F.lit(0.0)) > 0)
 
 
 def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
@@ -161,12 +162,11 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     Output: event_id, ts, event_type, identities, is_page_view, is_product_view, is_cart_add,
     is_checkout, is_purchase, revenue, order_id, categories, reason, raw.
     """
-    # Spark compares in the session's zone (UTC); an aware clock is converted to naive UTC.
-    utc = clock if clock.tzinfo is None else clock.astimezone(dt.UTC).replace(tzinfo=None)
-    clock_lit = F.lit(utc)
+    clock_lit = utc.instant(clock)  # naive means UTC
 
     def transform(raw: DataFrame) -> DataFrame:
-        original = raw.columns
+        corrupt = tables.CORRUPT_RECORD in raw.columns
+        original = [c for c in raw.columns if c != tables.CORRUPT_RECORD]
         flat = raw.select(
             F.col("_id").alias("event_id"),
             F.col("timestamp").cast("string").alias("ts_text"),
@@ -184,6 +184,7 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             _categories(raw).alias("categories"),
             # Built only for rows that fail a row check (few), never shuffled for valid ones.
             F.struct(*original).alias("_original"),
+            (F.col(tables.CORRUPT_RECORD) if corrupt else F.lit(None).cast("string")).alias("_corrupt"),
         )
         flat = flat.select(
             "*",
@@ -195,7 +196,8 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
         )
         text = F.trim(F.col("ts_text"))
         row_reason = (
-            F.when(F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""), F.lit("missing_id"))
+            F.when(F.col("_corrupt").isNotNull(), F.lit("malformed_record"))
+            .when(F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""), F.lit("missing_id"))
             .when(F.size("identities") == 0, F.lit("missing_identity"))
             .when(F.col("ts_text").isNull() | (text == ""), F.lit("missing_timestamp"))
             .when(F.col("ts").isNull(), F.lit("unparseable_timestamp"))
@@ -204,7 +206,8 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             .when(F.col("is_purchase") & F.col("price").isNull(), F.lit("missing_price"))
         )
         flat = flat.withColumn("row_reason", row_reason).withColumn(
-            "_raw", F.when(F.col("row_reason").isNotNull(), F.to_json("_original"))).drop("_original")
+            "_raw", F.when(F.col("row_reason").isNotNull(), F.coalesce("_corrupt", F.to_json("_original")))
+        ).drop("_original", "_corrupt")
         parsed = ["event_id", "ts_text", "event_type", "identities", "price", "order_id", "categories",
                   "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views"]
         # Keep one row per _id, deterministically: a valid one first, then the earliest, then by

@@ -77,12 +77,17 @@ def cluster_additions(cfg: SparkConfig, existing: Mapping[str, str]) -> dict[str
     """What a spark-submit'ed job must add to the conf it was given, and nothing else."""
     extensions = [e for e in existing.get("spark.sql.extensions", "").split(",") if e]
     wanted: dict[str, str] = {
-        "spark.sql.session.timeZone": "UTC",
         "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
         "spark.app.name": cfg.app_name,
         **cfg.conf,
     }
     additions = {k: v for k, v in wanted.items() if k not in existing}
+    # Not a preference: days, windows and as-of dates are UTC calendar days in every job.
+    zone = existing.get("spark.sql.session.timeZone")
+    if zone != "UTC":
+        if zone is not None:
+            log.warning("spark.sql.session.timeZone=%s set to UTC: the pipeline's days are UTC days", zone)
+        additions["spark.sql.session.timeZone"] = "UTC"
     if DELTA_EXTENSION not in extensions:
         additions["spark.sql.extensions"] = ",".join([*extensions, DELTA_EXTENSION])
     return additions

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
-from pyspark.sql.types import StructType
+from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
 from enrich.errors import InputError
@@ -49,9 +49,21 @@ def counts(observation: Observation) -> dict[str, int]:
     return {key: int(value or 0) for key, value in observation.get.items()}
 
 
+# JSON lines that do not parse, or whose values do not fit the schema, keep their text here.
+CORRUPT_RECORD = "_corrupt_record"
+
+
 def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = None) -> DataFrame:
-    """Read a dataset in `parquet`, `json` (lines) or `delta`; a missing path is an InputError."""
+    """Read a dataset in `parquet`, `json` (lines) or `delta`; a missing path is an InputError.
+
+    JSON read with a schema gets a `_corrupt_record` column: a line that is not JSON, or holds a
+    value of the wrong type, is kept there (its fields may be null) so that it can be quarantined
+    instead of becoming a row of silent nulls.
+    """
     reader = spark.read.format(fmt)
+    if schema is not None and fmt == "json":
+        schema = StructType([*schema.fields, StructField(CORRUPT_RECORD, StringType())])
+        reader = reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_RECORD)
     if schema is not None and fmt != "delta":
         reader = reader.schema(schema)
     try:
