@@ -170,7 +170,26 @@ def test_snapshot_attributes_of_another_shape_are_absent_not_a_crash(spark):
 
 
 def test_features_shuffle_the_events_once(spark):
-    rows = features.build(events(spark, LOG), spine(spark, ["p1"]), attributes(spark, [("p1", 1, 1)]), D, CFG)
-    plan = rows._jdf.queryExecution().executedPlan().toString()
-    assert len(re.findall(r"Exchange hashpartitioning\(profile_id#\d+, \d+\), REPARTITION_BY_COL", plan)) == 1
+    log = events(spark, LOG)
+    spark.conf.set("spark.sql.adaptive.enabled", "false")  # the static plan shows exchange reuse
+    try:
+        rows = features.build(log, spine(spark, ["p1"]), attributes(spark, [("p1", 1, 1)]), D, CFG)
+        plan = rows._jdf.queryExecution().executedPlan().toString()
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", "true")
+    nodes = [re.sub(r"^\*\(\d+\) ", "", line.lstrip(" :+-")) for line in plan.splitlines()]
+    exchanges = [i for i, n in enumerate(nodes) if n.startswith("Exchange ")]
+    assert len([i for i in exchanges if "REPARTITION_BY_COL" in nodes[i]]) == 1, plan
+
+    def moves_events(i: int) -> bool:
+        """Down the exchange's input: a partial aggregate first means sums, a scan first means rows."""
+        for node in nodes[i + 1:]:
+            if "partial_" in node:
+                return False
+            if node.startswith("Scan"):
+                return "event_id" in node
+        raise AssertionError(plan)
+
+    others = [i for i in exchanges if "REPARTITION_BY_COL" not in nodes[i]]
+    assert others and not any(moves_events(i) for i in others), plan
     assert "ArrowEvalPython" not in plan and "BatchEvalPython" not in plan

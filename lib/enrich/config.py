@@ -124,6 +124,9 @@ class IdentityConfig(_Section):
     profiles keyed by their best identity."""
     max_iterations: int = Field(20, ge=1, le=1000)
     """Bound on the rounds of connected-components label propagation (a warning is logged when hit)."""
+    broadcast_max_sets: int = Field(1_000_000, ge=0)
+    """Distinct identity sets (about the number of profiles and devices) up to which their resolution
+    is broadcast to the events, so resolving does not shuffle the events; above it, a shuffle join."""
 
 
 class FeaturesConfig(_Section):

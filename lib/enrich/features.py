@@ -8,9 +8,9 @@ Execution plan, chosen for one shuffle of the events:
 1. repartition by profile_id and sort each partition by (profile_id, ts, event_id) — the shuffle;
 2. ordered window functions over that order (session breaks, first event of a day, distinct
    purchase days and gaps between them) — no new exchange, the sort is reused;
-3. one groupBy(profile_id) of conditional aggregates for every window and measure, affinity
-   included (its weights are collected there and reduced with array functions) — it reuses the
-   partitioning;
+3. one groupBy(profile_id) of conditional aggregates for every window and measure — it reuses
+   the partitioning; affinity is summed per (profile, category) before any exchange and joined
+   in per profile (what it shuffles is partial sums, not events);
 4. the snapshot spine is joined in, so profiles without events still get a row (zeros for counts,
    nulls for "days since").
 
@@ -119,34 +119,32 @@ def _window_aggregates(as_of: dt.date, windows: Sequence[int]) -> list[Column]:
     return columns
 
 
-def _affinity_weights(as_of: dt.date, half_life_days: float) -> Column:
-    """Aggregate: every (category, recency weight) of the profile's interactions, as one array.
+def _affinity(events: DataFrame, as_of: dt.date, half_life_days: float, top: int) -> DataFrame:
+    """profile_id, category_affinity (share of recency-weighted interactions per category), top_categories.
 
-    Collected inside the profile's single groupBy (not a second groupBy by category, whose plan
-    would shuffle the events again); `_affinity_columns` reduces it with native array functions.
+    Summed per (profile_id, category) where the events are (a partial aggregate before any
+    exchange, so what is shuffled is one row per profile, category and input partition, never the
+    events), then gathered per profile: the arrays reduced hold one entry per category.
     """
     age_days = (_ts(as_of).cast("double") - F.col("ts").cast("double")) / 86_400.0
     weight = F.pow(F.lit(0.5), age_days / half_life_days)
-    pairs = F.transform("categories", lambda c: F.struct(c.alias("k"), weight.alias("w")))
-    return F.flatten(F.collect_list(F.when(F.size("categories") > 0, pairs)))
-
-
-def _affinity_columns(weights: Column, top: int) -> list[Column]:
-    """category_affinity (share of recency-weighted interactions per category) and top_categories."""
-    keys = F.array_sort(F.array_distinct(F.transform(weights, lambda x: x["k"])))
-    totals = F.transform(keys, lambda k: F.aggregate(
-        F.filter(weights, lambda x: x["k"] == k), F.lit(0.0), lambda acc, x: acc + x["w"]))
-    grand = F.aggregate(totals, F.lit(0.0), lambda acc, x: acc + x)
+    per_category = (
+        events.select("profile_id", F.explode("categories").alias("key"), weight.alias("weight"))
+        .groupBy("profile_id", "key").agg(F.sum("weight").alias("weight"))
+    )
+    per_profile = per_category.groupBy("profile_id").agg(
+        F.collect_list(F.struct("key", "weight")).alias("_weights"), F.sum("weight").alias("_total"))
     # Weights can underflow to 0 for very old interactions: no share rather than a division by zero.
-    shares = F.transform(totals, lambda t: F.when(grand > 0, t / grand))
-    entries = F.arrays_zip(keys.alias("key"), shares.alias("value"))
+    entries = F.array_sort(F.transform("_weights", lambda e: F.struct(
+        e["key"].alias("key"), F.when(F.col("_total") > 0, e["weight"] / F.col("_total")).alias("value"))))
     # Highest share first; ties by name, so the list is deterministic.
     ranked = F.array_sort(entries, lambda a, b: F.when(a["value"] > b["value"], -1).when(a["value"] < b["value"], 1)
                           .otherwise(F.when(a["key"] < b["key"], -1).when(a["key"] > b["key"], 1).otherwise(0)))
-    return [
+    return per_profile.select(
+        "profile_id",
         F.map_from_entries(entries).alias("category_affinity"),
         F.slice(F.transform(ranked, lambda e: e["key"]), 1, top).alias("top_categories"),
-    ]
+    )
 
 
 def _snapshot_attributes(as_of: dt.date) -> list[Column]:
@@ -193,9 +191,9 @@ def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: d
           cfg: FeaturesConfig) -> DataFrame:
     """The feature rows as of D: one per profile in the spine or with events before D."""
     d = _ts(as_of)
-    events = resolved.where(F.col("ts") < d)
     # The one shuffle of the events: every later step keeps this partitioning and order.
-    events = events.repartition("profile_id").sortWithinPartitions("profile_id", "ts", "event_id")
+    before = resolved.where(F.col("ts") < d)
+    events = before.repartition("profile_id").sortWithinPartitions("profile_id", "ts", "event_id")
     ordered = _ordered(events, cfg.session_gap_minutes)
     d_minus_1 = F.date_sub(F.to_date(d), 1)
     repeat_day_revenue = F.sum(F.when(F.col("is_purchase") & (F.col("day") > F.col("first_purchase_day")),
@@ -224,7 +222,6 @@ def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: d
         .alias("session_duration_mean_minutes"),
         F.avg(F.when(session_last, F.col("n") - F.col("session_first_n") + 1)).alias("events_per_session_mean"),
         ((trend_recent + 1) / (trend_before + 1)).alias("activity_trend_30d"),
-        _affinity_weights(as_of, cfg.affinity_half_life_days).alias("_affinity"),
         F.max("anonymous_namespace").alias("_anonymous_namespace"),
         F.max("anonymous_id").alias("_anonymous_id"),
     )
@@ -240,8 +237,7 @@ def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: d
         .alias("btyd_recency"),
         F.coalesce(F.datediff(d_minus_1, "_first_purchase_day"), F.lit(0)).cast("double").alias("btyd_T"),
         F.when(frequency > 0, F.col("_repeat_revenue") / frequency).otherwise(0.0).alias("btyd_monetary_value"),
-        *_affinity_columns(F.col("_affinity"), cfg.top_categories),
-    )
+    ).join(_affinity(before, as_of, cfg.affinity_half_life_days, cfg.top_categories), "profile_id", "left")
 
     profiles = spine.join(attributes, "profile_id", "left").withColumn("in_snapshot", F.lit(True))
     rows = profiles.join(aggregated, "profile_id", "full")

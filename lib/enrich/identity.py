@@ -156,6 +156,7 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     as_of: dt.date,
     priority: Sequence[str],
     max_iterations: int = 20,
+    broadcast_max_sets: int = 1_000_000,
 ) -> tuple[DataFrame, DataFrame, int]:
     """Events before `as_of` with their `profile_id`, the snapshot spine, and the rounds used.
 
@@ -165,7 +166,7 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     (`apply_unmatched` keeps or drops those). The spine has one row per snapshot profile.
 
     Every rule works on the distinct identity sets (profile-sized); the events meet the result in
-    one equi-join on their set.
+    one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
     """
     cutoff = utc.midnight(as_of)
     sets = links.where(F.col("first_seen") < cutoff).select("identity_nodes")
@@ -205,6 +206,10 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
             "anchor",
         )
     )
+    # Materialized once (profile-sized): its size is then known, and the events join reads it.
+    set_profile = set_profile.localCheckpoint()
+    if set_profile.count() <= broadcast_max_sets:
+        set_profile = F.broadcast(set_profile)
     before = with_nodes(events, priority).where(F.col("ts") < cutoff)
     resolved = before.join(set_profile, "identity_nodes")
     anchor_ns = F.split_part(F.col("anchor"), F.lit(":"), F.lit(1))

@@ -75,7 +75,7 @@ def features_as_of(
     there; an observation only fires when its frame is part of the plan that runs).
     """
     resolved, spine, rounds = identity.resolve(valid, links, profiles, as_of, cfg.identity.namespace_priority,
-                                               cfg.identity.max_iterations)
+                                               cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
     kept = identity.apply_unmatched(on_resolved(resolved), cfg.identity.unmatched)
     rows = features.build(kept, spine, features.snapshot_attributes(profiles, as_of), as_of, cfg.features)
     return rows, rounds
@@ -111,7 +111,11 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     start = time.perf_counter()
     raw = _read_events(spark, cfg)
     # Validated once, kept for the quarantine write and every as-of date: one read of the events.
-    checked = raw.transform(quality.validate_events(clock)).persist(StorageLevel.MEMORY_AND_DISK)
+    # Each event's identity set is computed here, once; the identities themselves are not needed after.
+    checked = (raw.transform(quality.validate_events(clock))
+               .withColumn("identity_nodes", identity.identity_nodes(F.col("identities"), priority))
+               .drop("identities")
+               .persist(StorageLevel.MEMORY_AND_DISK))
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
     counts = tables.counts(validation)
