@@ -57,7 +57,7 @@ class SparkConfig(_Section):
     """Spark master in local mode (ignored on clusters and Databricks)."""
     app_name: str = "profile-enrichment"
     """Application name shown in the Spark UI."""
-    shuffle_partitions: int = Field(8, ge=1, le=100_000)
+    shuffle_partitions: int = Field(32, ge=1, le=100_000)
     """`spark.sql.shuffle.partitions` in local mode; adaptive execution coalesces further."""
     driver_memory: str = Field("4g", pattern=r"^\d+[kmgt]$")
     """Driver JVM heap in local mode, e.g. `4g`."""

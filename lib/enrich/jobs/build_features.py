@@ -112,10 +112,12 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     raw = _read_events(spark, cfg)
     # Validated once, kept for the quarantine write and every as-of date: one read of the events.
     # Each event's identity set is computed here, once; the identities themselves are not needed after.
+    # On disk, not in memory: the events are read three times (quarantine, links, resolution), and
+    # cached in memory they would hold half of the execution memory the feature sort needs.
     checked = (raw.transform(quality.validate_events(clock))
                .withColumn("identity_nodes", identity.identity_nodes(F.col("identities"), priority))
                .drop("identities")
-               .persist(StorageLevel.MEMORY_AND_DISK))
+               .persist(StorageLevel.DISK_ONLY))
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
     counts = tables.counts(validation)
