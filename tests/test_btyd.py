@@ -26,7 +26,7 @@ def test_btyd_matches_lifetimes_on_generated_data(spark):
         "reason", "raw").cache()
     profiles = identity.snapshot_profiles(datagen.snapshot(people, gen.seed), priority)
     seen: list[DataFrame] = []
-    rows, _ = features_as_of(valid, profiles, identity.event_links(valid, priority), D, cfg,
+    rows, _ = features_as_of(valid, profiles, identity.event_links(valid), D, cfg,
                              on_resolved=lambda df: seen.append(df) or df)
     ours = rows.select("profile_id", "btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary_value").toPandas()
 

@@ -29,7 +29,7 @@ def snap(spark, profiles: list[dict[str, list[str]]]) -> DataFrame:
 def resolve(spark, events: DataFrame, snapshot: DataFrame, as_of: dt.date) -> dict[str, tuple[str, str]]:
     """event_id -> (primary identity of its profile, resolution)."""
     profiles = identity.snapshot_profiles(snapshot, PRIORITY)
-    resolved, spine, _ = identity.resolve(events, identity.event_links(events, PRIORITY), profiles, as_of,
+    resolved, spine, _ = identity.resolve(events, identity.event_links(events), profiles, as_of,
                                           PRIORITY, 20)
     named = resolved.join(spine, "profile_id", "left").select(
         "event_id", F.coalesce("primary_id", "anonymous_id").alias("who"), "resolution")
@@ -118,7 +118,7 @@ def test_unmatched_components_are_anonymous_profiles_or_dropped(spark):
     ])
     snapshot = snap(spark, [{"CRMID": ["C1"]}])
     profiles = identity.snapshot_profiles(snapshot, PRIORITY)
-    resolved, _, _ = identity.resolve(events, identity.event_links(events, PRIORITY), profiles,
+    resolved, _, _ = identity.resolve(events, identity.event_links(events), profiles,
                                       dt.date(2025, 2, 1), PRIORITY, 20)
     kept = {(r.anonymous_namespace, r.anonymous_id) for r in identity.apply_unmatched(resolved, "keep").collect()}
     assert kept == {("Email", "h1")}  # one profile, named by its best identity

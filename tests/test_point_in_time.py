@@ -76,7 +76,7 @@ def features(spark, logs: dict[str, list[tuple]]) -> dict[str, dict[str, dict]]:
                 for tag in logs for ids, *rest in SNAPSHOT]
     valid = raw.transform(quality.validate_events(CLOCK)).where("reason IS NULL").drop("reason", "raw")
     profiles = identity.snapshot_profiles(spark.createDataFrame(snapshot, xdm.PROFILE_SNAPSHOT), PRIORITY)
-    built, _ = features_as_of(valid, profiles, identity.event_links(valid, PRIORITY), D, CFG)
+    built, _ = features_as_of(valid, profiles, identity.event_links(valid), D, CFG)
     result: dict[str, dict[str, dict]] = {tag: {} for tag in logs}
     for row in built.collect():
         values = row.asDict()

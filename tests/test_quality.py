@@ -73,11 +73,12 @@ def test_duplicates_keep_one_valid_earliest_copy(spark):
         ("d2", "2025-01-01T00:00:00Z", ids("same")),
         ("d2", "2025-01-01T00:00:00Z", ids("same")),
     ]
-    df = spark.createDataFrame(rows, MINIMAL).transform(quality.validate_events(CLOCK))
-    valid = {(r.event_id, r.identities[0].id) for r in df.where("reason IS NULL").collect()}
-    assert valid == {("d1", "early"), ("d2", "same")}
-    reasons = sorted(r.reason for r in df.where("reason IS NOT NULL").collect())
-    assert reasons == ["duplicate_id", "duplicate_id", "unparseable_timestamp"]
+    for order, partitions in ((rows, 1), (rows[::-1], 3)):
+        df = spark.createDataFrame(order, MINIMAL).repartition(partitions).transform(quality.validate_events(CLOCK))
+        valid = sorted((r.event_id, r.identities[0].id) for r in df.where("reason IS NULL").collect())
+        assert valid == [("d1", "early"), ("d2", "same")]  # exactly one copy each, whatever the order
+        reasons = sorted(r.reason for r in df.where("reason IS NOT NULL").collect())
+        assert reasons == ["duplicate_id", "duplicate_id", "unparseable_timestamp"]
 
 
 def test_categories_come_from_product_list_items(spark):

@@ -113,6 +113,9 @@ class QualityConfig(_Section):
     clock: dt.datetime | None = None
     """The run's clock (UTC): events after it are `future_timestamp`. Default: the current time.
     Set it to make a re-run of old data reproducible."""
+    broadcast_max_duplicate_ids: int = Field(1_000_000, ge=0)
+    """Duplicated `_id`s up to which the choice of the copy to keep is broadcast to the rows (no
+    shuffle of the events); above it, a shuffle join."""
 
 
 class IdentityConfig(_Section):

@@ -96,27 +96,41 @@ def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame
     )
 
 
-def identity_nodes(identities: Column, priority: Sequence[str]) -> Column:
-    """An event's identities as distinct graph nodes, best first: the key its resolution is kept under."""
-    return F.array_distinct(F.transform(ranked(identities, priority), lambda i: node_key(i["ns"], i["id"])))
+def identity_nodes(identities: Column) -> Column:
+    """An event's identities as distinct graph nodes in a canonical (sorted) order: the key its
+    resolution is kept under.
+
+    Per event, so kept to one plain lambda and native sorting (higher-order functions are
+    interpreted); ranking by priority happens on the distinct sets, which are far fewer.
+    """
+    return F.sort_array(F.array_distinct(F.transform(identities, lambda i: node_key(i["ns"], i["id"]))))
 
 
-def with_nodes(events: DataFrame, priority: Sequence[str]) -> DataFrame:
+def _node_ns(node: Column) -> Column:
+    return F.split_part(node, F.lit(":"), F.lit(1))
+
+
+def _node_id(node: Column) -> Column:
+    return F.substring(node, F.length(_node_ns(node)) + 2, 1 << 30)
+
+
+def with_nodes(events: DataFrame) -> DataFrame:
     """`events` with their `identity_nodes` (computed once, when not there already)."""
     if "identity_nodes" in events.columns:
         return events
-    return events.withColumn("identity_nodes", identity_nodes(F.col("identities"), priority))
+    return events.withColumn("identity_nodes", identity_nodes(F.col("identities")))
 
 
-def event_links(events: DataFrame, priority: Sequence[str]) -> DataFrame:
+def event_links(events: DataFrame) -> DataFrame:
     """Each distinct identity set events carry (`identity_nodes`), with the first time it was seen.
 
-    A set links its best identity to each of its identities (itself included, so that an identity
-    seen alone is still a node of the graph). Distinct sets are far fewer than events, so the
-    graph and the per-set resolution are profile-sized; `first_seen` lets one table serve every
-    as-of date: the links for D are the sets first seen before D.
+    A set links its first node to each of its nodes (itself included, so that an identity seen
+    alone is still a node of the graph): all of a set's identities end in one component. Distinct
+    sets are far fewer than events, so the graph and the per-set resolution are profile-sized;
+    `first_seen` lets one table serve every as-of date: the links for D are the sets first seen
+    before D.
     """
-    return with_nodes(events, priority).groupBy("identity_nodes").agg(F.min("ts").alias("first_seen"))
+    return with_nodes(events).groupBy("identity_nodes").agg(F.min("ts").alias("first_seen"))
 
 
 def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int]:
@@ -178,19 +192,17 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
 
     # Rule 1: the set's best identity that a snapshot profile lists (shared: smallest profile_id).
     direct = member.groupBy("node").agg(F.min("profile_id").alias("profile"))
-    direct_hit = (
-        sets.select("identity_nodes", F.posexplode("identity_nodes").alias("pos", "node"))
-        .join(direct, "node")
-        .groupBy("identity_nodes").agg(F.min_by("profile", F.col("pos")).alias("direct_profile"))
-    )
-    # Rule 2: the component of the set's best identity, through its best-ranked snapshot profile.
+    listed = sets.select("identity_nodes", F.explode("identity_nodes").alias("node")).join(direct, "node")
+    rank = F.struct(priority_rank(_node_ns(F.col("node")), priority), _node_ns(F.col("node")), _node_id(F.col("node")))
+    direct_hit = listed.groupBy("identity_nodes").agg(F.min_by("profile", rank).alias("direct_profile"))
+    # Rule 2: the component of the set (all its identities are in one), through its best-ranked
+    # snapshot profile.
     by_component = member.join(components, "node").groupBy("component").agg(
         F.min_by("profile_id", F.struct("primary_rank", "primary_id", "primary_namespace")).alias("component_profile"))
     # Rule 3: anonymous, named by the component's best identity.
-    anchor = components.select(
-        "component", "node", F.split_part("node", F.lit(":"), F.lit(1)).alias("_ns"),
-    ).groupBy("component").agg(
-        F.min_by("node", F.struct(priority_rank(F.col("_ns"), priority), F.col("node"))).alias("anchor"))
+    anchor = components.groupBy("component").agg(F.min_by("node", F.struct(
+        priority_rank(_node_ns(F.col("node")), priority), _node_ns(F.col("node")), _node_id(F.col("node")),
+    )).alias("anchor"))
     set_profile = (
         sets.select("identity_nodes", F.get(F.col("identity_nodes"), 0).alias("node"))
         .join(components, "node")
@@ -210,10 +222,9 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     set_profile = set_profile.localCheckpoint()
     if set_profile.count() <= broadcast_max_sets:
         set_profile = F.broadcast(set_profile)
-    before = with_nodes(events, priority).where(F.col("ts") < cutoff)
+    before = with_nodes(events).where(F.col("ts") < cutoff)
     resolved = before.join(set_profile, "identity_nodes")
-    anchor_ns = F.split_part(F.col("anchor"), F.lit(":"), F.lit(1))
-    anchor_id = F.expr("substring(anchor, length(split_part(anchor, ':', 1)) + 2)")
+    anchor_ns, anchor_id = _node_ns(F.col("anchor")), _node_id(F.col("anchor"))
     anonymous = F.col("known_profile").isNull()
     resolved = resolved.select(
         *[c for c in before.columns if c != "identity_nodes"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -156,11 +156,21 @@ def _is(event_type: str, measure: Column) -> Column:
     return F.coalesce(F.col("event_type") == event_type, F.lit(False)) | (F.coalesce(measure, F.lit(0.0)) > 0)
 
 
-def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
-    """Flatten raw XDM events and give each row a `reason` (null when valid).
+# Columns the checks parse, kept until de-duplication: a duplicate's `raw` is made of them.
+_PARSED = ["event_id", "ts_text", "event_type", "identities", "price", "order_id", "categories",
+           "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views"]
+# Working columns of the checks, gone from the validated output.
+_WORKING = ["ts_text", "price", "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views",
+            "row_reason", "_raw", "_fingerprint", "_copy", "_keeper"]
 
-    Output: event_id, ts, event_type, identities, is_page_view, is_product_view, is_cart_add,
-    is_checkout, is_purchase, revenue, order_id, categories, reason, raw.
+
+def check_rows(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
+    """Flatten raw XDM events and run every row check but `duplicate_id` (narrow: no shuffle).
+
+    Adds `row_reason` (null when the row passes), `_raw` (the original row as JSON, only for rows
+    that fail), `_fingerprint` (hash of the parsed content) and `_copy` (an id of the physical row,
+    which tells identical copies apart). Materialize the result once before `duplicate_keepers`
+    and `mark_duplicates` read it, so that both see the same `_copy` ids.
     """
     clock_lit = utc.instant(clock)  # naive means UTC
 
@@ -182,7 +192,7 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             _optional(raw, "commerce.checkouts.value", "double").alias("_checkouts"),
             _optional(raw, "web.webPageDetails.pageViews.value", "double").alias("_page_views"),
             _categories(raw).alias("categories"),
-            # Built only for rows that fail a row check (few), never shuffled for valid ones.
+            # Built only for rows that fail a row check (few).
             F.struct(*original).alias("_original"),
             (F.col(tables.CORRUPT_RECORD) if corrupt else F.lit(None).cast("string")).alias("_corrupt"),
         )
@@ -205,26 +215,70 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             .when(F.col("price") < 0, F.lit("negative_price"))
             .when(F.col("is_purchase") & F.col("price").isNull(), F.lit("missing_price"))
         )
-        flat = flat.withColumn("row_reason", row_reason).withColumn(
-            "_raw", F.when(F.col("row_reason").isNotNull(), F.coalesce("_corrupt", F.to_json("_original")))
+        return flat.withColumn("row_reason", row_reason).select(
+            "*",
+            F.when(F.col("row_reason").isNotNull(), F.coalesce("_corrupt", F.to_json("_original"))).alias("_raw"),
+            F.xxhash64(*_PARSED).alias("_fingerprint"),
+            F.monotonically_increasing_id().alias("_copy"),
         ).drop("_original", "_corrupt")
-        parsed = ["event_id", "ts_text", "event_type", "identities", "price", "order_id", "categories",
-                  "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views"]
-        # Keep one row per _id, deterministically: a valid one first, then the earliest, then by
-        # content hash (identical copies are interchangeable).
-        by_id = Window.partitionBy("event_id").orderBy(
-            F.col("row_reason").isNotNull(), F.col("ts").asc_nulls_last(), F.xxhash64(*parsed))
-        rank = F.when(F.col("event_id").isNull(), F.lit(1)).otherwise(F.row_number().over(by_id))
-        reason = F.coalesce(F.col("row_reason"), F.when(rank > 1, F.lit("duplicate_id")))
-        return flat.withColumn("reason", reason).select(
+
+    return transform
+
+
+def duplicate_keepers(rows: DataFrame) -> DataFrame:
+    """(event_id, _keeper): for each `_id` on more than one row, the `_copy` that is kept.
+
+    Preference: a row passing the other checks, then the earliest timestamp, then by content hash
+    (identical copies are interchangeable; `_copy` only picks one). Only `_id`s and small partial
+    aggregates are shuffled, never the rows; the result has one row per duplicated `_id`.
+    """
+    preference = F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"),
+                          F.col("_fingerprint"), F.col("_copy"))
+    return (
+        rows.where(F.col("event_id").isNotNull())
+        .groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"), F.min_by("_copy", preference).alias("_keeper"))
+        .where(F.col("_n") > 1).select("event_id", "_keeper")
+    )
+
+
+def mark_duplicates(keepers: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Give every row its `reason` and `raw`: its row check's, or `duplicate_id` for a copy not kept.
+
+    Output: event_id, ts, event_type, identities, is_page_view, is_product_view, is_cart_add,
+    is_checkout, is_purchase, revenue, order_id, categories, reason, raw, and any column the caller
+    added to the rows.
+    """
+
+    def transform(rows: DataFrame) -> DataFrame:
+        dropped = F.col("_keeper").isNotNull() & (F.col("_copy") != F.col("_keeper"))
+        reason = F.coalesce(F.col("row_reason"), F.when(dropped, F.lit("duplicate_id")))
+        marked = rows.join(keepers, "event_id", "left").withColumn("reason", reason)
+        extra = [c for c in rows.columns if c not in {*_PARSED, *_WORKING, "ts", "is_page_view", "is_product_view",
+                                                       "is_cart_add", "is_checkout", "is_purchase"}]
+        return marked.select(
             "event_id", "ts", "event_type", "identities", "is_page_view", "is_product_view", "is_cart_add",
             "is_checkout", "is_purchase",
             F.when(F.col("is_purchase"), F.col("price")).alias("revenue"),
             "order_id", "categories", "reason",
             # A duplicate's raw content is its parsed fields (the kept copy holds the same _id).
             F.when(F.col("row_reason").isNotNull(), F.col("_raw"))
-            .when(F.col("reason").isNotNull(), F.to_json(F.struct(*parsed))).alias("raw"),
+            .when(F.col("reason").isNotNull(), F.to_json(F.struct(*_PARSED))).alias("raw"),
+            *extra,
         )
+
+    return transform
+
+
+def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
+    """`check_rows`, then `duplicate_id` for the copies not kept: a `reason` per row (null when valid).
+
+    A pure composition for small inputs and tests; the features job materializes `check_rows`
+    once and broadcasts the keepers (see `mark_duplicates` for the output).
+    """
+
+    def transform(raw: DataFrame) -> DataFrame:
+        rows = raw.transform(check_rows(clock))
+        return rows.transform(mark_duplicates(duplicate_keepers(rows)))
 
     return transform
 

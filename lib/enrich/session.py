@@ -68,6 +68,8 @@ def local_conf(cfg: SparkConfig, jars: list[str]) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
         # Delta rebuilds table state with 50 tasks by default: far too many for small local tables.
         "spark.databricks.delta.snapshotPartitions": "2",
+        # 128 MB splits give a ~100 MB table 1-3 scan tasks: on 2 cores the third runs alone.
+        "spark.sql.files.maxPartitionBytes": "32m",
         "spark.ui.showConsoleProgress": "false",
         **cfg.conf,
     }

@@ -111,13 +111,17 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     start = time.perf_counter()
     raw = _read_events(spark, cfg)
     # Validated once, kept for the quarantine write and every as-of date: one read of the events.
-    # Each event's identity set is computed here, once; the identities themselves are not needed after.
-    # On disk, not in memory: the events are read three times (quarantine, links, resolution), and
-    # cached in memory they would hold half of the execution memory the feature sort needs.
-    checked = (raw.transform(quality.validate_events(clock))
-               .withColumn("identity_nodes", identity.identity_nodes(F.col("identities"), priority))
-               .drop("identities")
-               .persist(StorageLevel.DISK_ONLY))
+    # Checked rows and each event's identity set, computed once. On disk, not in memory: they are
+    # read four times (duplicates, quarantine, links, resolution), and cached in memory they would
+    # hold half of the execution memory the feature sort needs.
+    rows = (raw.transform(quality.check_rows(clock))
+            .withColumn("identity_nodes", identity.identity_nodes(F.col("identities")))
+            .persist(StorageLevel.DISK_ONLY))
+    # Duplicated _ids are found by shuffling ids only; the few keepers go to the rows by broadcast.
+    keepers = quality.duplicate_keepers(rows).localCheckpoint()
+    if keepers.count() <= cfg.quality.broadcast_max_duplicate_ids:
+        keepers = F.broadcast(keepers)
+    checked = rows.transform(quality.mark_duplicates(keepers)).drop("identities")
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
     counts = tables.counts(validation)
@@ -131,7 +135,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     snap_invalid = quality.snapshot_without_identity(snapshot, run_id)
     snap_invalid, snap_obs = tables.observe(snap_invalid, "snapshot", rows=F.count(F.lit(1)))
     tables.write(snap_invalid, cfg.quarantine_path("snapshot"), "delta")
-    links = identity.event_links(valid, priority).persist(StorageLevel.MEMORY_AND_DISK)
+    links = identity.event_links(valid).persist(StorageLevel.MEMORY_AND_DISK)
     per_date, observations = [], []
     for as_of in dates:
         count_resolutions, ev_obs = tables.observer(
@@ -152,7 +156,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     tables.write(table, cfg.features_path, "delta", partition_by=["as_of_date"],
                  replace_where=f"as_of_date IN ({in_list})")
     seconds["features+write"] = time.perf_counter() - start
-    for cached in (checked, profiles, links):
+    for cached in (rows, profiles, links):
         cached.unpersist()
 
     summary = FeaturesSummary(
