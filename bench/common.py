@@ -20,7 +20,8 @@ def reset_driver_heap_peak(spark: SparkSession) -> None:
 
 
 def driver_heap_peak_mb(spark: SparkSession) -> float:
-    """Peak heap use of the driver JVM since the last reset, in MiB (all heap pools)."""
+    """Peak heap use of the driver JVM since the last reset, in MiB: the sum of each heap pool's
+    peak, an upper bound (the pools peak at different times, so it can exceed -Xmx)."""
     total = 0
     for pool in spark._jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans():
         if str(pool.getType()) == "Heap memory":
