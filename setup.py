@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "mlflow==3.17.2",
     "pandas==2.3.3",  # PySpark warns on pandas 3
     "pyarrow==25.0.1",
+    "matplotlib==3.11.2",  # evaluation plots logged to MLflow (already required by mlflow)
     "numpy==2.4.6",
     "scipy==1.17.1",
     "pydantic==2.14.3",  # typed config; already required by mlflow
@@ -47,6 +48,8 @@ setup(
     entry_points={
         "console_scripts": [
             "enrich-generate-data=enrich.jobs.generate_data:main",
+            "enrich-features=enrich.jobs.build_features:main",
+            "enrich-train=enrich.jobs.train:main",
         ],
     },
 )

@@ -72,6 +72,11 @@ class MlflowConfig(_Section):
     tracking_uri: str = "sqlite:///mlflow.db"
     """MLflow tracking URI: a local sqlite file by default, `http(s)://…` for a tracking server,
     `databricks` on Databricks."""
+    artifact_root: str = "./mlartifacts"
+    """Artifact folder of experiments this project creates on a local (sqlite or file) tracking
+    store; a tracking server or Databricks chooses its own."""
+    registry_uri: str | None = None
+    """Model registry URI. Default: the tracking URI (`databricks-uc` for Unity Catalog)."""
     experiment_prefix: str = "/profile-enrichment"
     """Experiments are named `<experiment_prefix>/<model>`."""
 
@@ -168,6 +173,140 @@ class FeaturesConfig(_Section):
         return self
 
 
+Kind = Literal["conversion", "churn", "clv", "affinity", "segments"]
+Algorithm = Literal["gbt", "logistic", "random_forest", "glm_tweedie", "als", "kmeans"]
+# The algorithms each kind accepts; the first is its default.
+ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "conversion": ("gbt", "logistic", "random_forest"),
+    "churn": ("gbt", "logistic", "random_forest"),
+    "clv": ("gbt", "glm_tweedie", "random_forest"),
+    "affinity": ("als",),
+    "segments": ("kmeans",),
+}
+
+
+class GoalConfig(_Section):
+    event_types: list[str] = Field(default_factory=lambda: ["commerce.purchases"], min_length=1)
+    """`eventType` values that count as the goal (a purchase flag set by the event's measures also
+    counts for `commerce.purchases`)."""
+    min_order_value: float | None = Field(None, ge=0.0)
+    """Only goal events with an order total of at least this much count."""
+
+
+class EligibilityConfig(_Section):
+    lookback_days: int = Field(45, ge=1, le=3650)
+    """Profiles are eligible at D when they were active in the `lookback_days` before D."""
+    require: Literal["any_event", "purchase", "none"] | None = None
+    """What counts as active: `any_event`, a `purchase`, or `none` (everyone in the feature table).
+    Default: `purchase` for churn (only customers can churn), `none` for segments (everyone gets
+    one), `any_event` otherwise."""
+
+
+class ModelConfig(_Section):
+    name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    """Registered model name. Default: the stem of the model's config file (`conf/models/churn.yaml`
+    -> `churn`), else the kind."""
+    kind: Kind = "conversion"
+    """`conversion` (goal in the window), `churn` (eligible and no goal in the window), `clv` (revenue
+    in the window), `affinity` (category interactions in the window), `segments` (unsupervised)."""
+    goal: GoalConfig = GoalConfig()
+    """Goal events."""
+    horizon_days: int = Field(30, ge=1, le=3650)
+    """Outcome window: labels for D come from events in [D, D + horizon_days)."""
+    eligibility: EligibilityConfig = EligibilityConfig()
+    """Eligible population at each D."""
+    algorithm: Algorithm | None = None
+    """conversion/churn: `gbt` (default), `logistic`, `random_forest`; clv: `gbt` (default),
+    `glm_tweedie`, `random_forest`; affinity: `als`; segments: `kmeans`."""
+    params: dict[str, Any] = {}
+    """Fixed parameters of the Spark MLlib estimator, by their MLlib names (e.g. `maxIter: 40`)."""
+    grid: dict[str, list[Any]] = {}
+    """Hyperparameter grid, MLlib parameter name -> values; searched when it has more than one point."""
+    features: list[str] | None = None
+    """Feature columns the model uses. Default: every numeric column of the feature table."""
+    class_weight: Literal["none", "balanced"] = "none"
+    """Classification: `balanced` weights each class by the inverse of its share (use with
+    `calibrate`, since weighting shifts probabilities)."""
+    calibrate: bool = False
+    """Classification: fit isotonic calibration of the probability on a held-out slice of the
+    training dates."""
+    top_k: int = Field(3, ge=1, le=100)
+    """Affinity: categories recommended per profile, and k of precision@k / NDCG@k."""
+    k_range: list[int] = Field(default_factory=lambda: [3, 6], min_length=2, max_length=2)
+    """Segments: the smallest and largest number of segments tried (chosen by silhouette)."""
+
+    @model_validator(mode="after")
+    def _algorithm_fits_kind(self) -> ModelConfig:
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS[self.kind]:
+            raise ValueError(f"algorithm '{self.algorithm}' does not train a {self.kind} model; "
+                             f"choose one of {', '.join(ALGORITHMS[self.kind])}")
+        if not 2 <= self.k_range[0] <= self.k_range[1]:
+            raise ValueError(f"k_range must be [smallest, largest] with 2 <= smallest <= largest, got {self.k_range}")
+        return self
+
+    @property
+    def estimator(self) -> str:
+        """The algorithm, defaulted by kind."""
+        return self.algorithm or ALGORITHMS[self.kind][0]
+
+    @property
+    def active_require(self) -> str:
+        """The eligibility rule, defaulted by kind."""
+        defaults = {"churn": "purchase", "segments": "none"}
+        return self.eligibility.require or defaults.get(self.kind, "any_event")
+
+
+class TrainingConfig(_Section):
+    as_of_dates: list[dt.date] | None = None
+    """As-of dates stacked into the training set (the feature table must hold them). The latest is
+    the out-of-time validation date; the others are fitted on."""
+    as_of_start: dt.date | None = None
+    """First as-of date of a range (with `as_of_end`)."""
+    as_of_end: dt.date | None = None
+    """Last as-of date of a range (inclusive)."""
+    as_of_step_days: int = Field(28, ge=1)
+    """Step between as-of dates of a range."""
+    min_positives: int = Field(500, ge=1)
+    """Refuse to train with fewer positive labels than this (classification), in fitting and in
+    validation alike; for clv, profiles with revenue; for affinity, profiles with interactions."""
+    min_negatives: int = Field(500, ge=1)
+    """Refuse to train with fewer negative labels than this (classification)."""
+    parallelism: int = Field(2, ge=1, le=64)
+    """Models fitted in parallel during the hyperparameter search."""
+    seed: int = Field(7, ge=0)
+    """Seed of every random choice in training (tree sampling, ALS, KMeans, calibration slice)."""
+    calibration_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    """Share of training profiles held out to fit the calibration (with `model.calibrate`)."""
+
+    @model_validator(mode="after")
+    def _range_complete(self) -> TrainingConfig:
+        if (self.as_of_start is None) != (self.as_of_end is None):
+            raise ValueError("training.as_of_start and training.as_of_end go together")
+        if self.as_of_start and self.as_of_end and self.as_of_end < self.as_of_start:
+            raise ValueError(f"training.as_of_end ({self.as_of_end}) is before training.as_of_start "
+                             f"({self.as_of_start})")
+        return self
+
+    def dates(self) -> list[dt.date]:
+        """The training as-of dates, sorted, from the most specific setting present."""
+        if self.as_of_dates:
+            return sorted(set(self.as_of_dates))
+        if self.as_of_start and self.as_of_end:
+            days = (self.as_of_end - self.as_of_start).days
+            return [self.as_of_start + dt.timedelta(days=d) for d in range(0, days + 1, self.as_of_step_days)]
+        raise ConfigError("no training dates: set `training.as_of_dates` (at least two), or "
+                          "`training.as_of_start` and `training.as_of_end`")
+
+
+class PromotionConfig(_Section):
+    min_improvement: float = Field(0.0, ge=0.0)
+    """A challenger becomes champion only if its main metric beats the champion's, on the same
+    validation window, by at least this much."""
+    min_lift_over_baseline: float = Field(0.01, ge=0.0)
+    """A challenger becomes champion only if its main metric also beats the simple baseline's
+    (recency rank, last window's spend, most popular categories, random segments) by this much."""
+
+
 class Config(_Section):
     lake: str = "./lake"
     """Root folder or URI of the Delta tables (features, scores, quarantine, ...)."""
@@ -189,6 +328,12 @@ class Config(_Section):
     """Feature table."""
     generate: GenerateConfig = GenerateConfig()
     """Synthetic data generator (`jobs/generate_data.py`)."""
+    model: ModelConfig = ModelConfig()
+    """The model `jobs/train.py` trains (one file per model under `conf/models/`)."""
+    training: TrainingConfig = TrainingConfig()
+    """Training sets and search."""
+    promotion: PromotionConfig = PromotionConfig()
+    """When a new model version becomes the champion."""
 
     @field_validator("lake")
     @classmethod
