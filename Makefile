@@ -31,11 +31,14 @@ $(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py | $(VENV)/.install
 	$(PY) tools/fetch_jars.py $(JARS)
 	@touch $@
 
-DEMO_AS_OF ?= 2025-12-01
+# Features for three month starts; models fit on the first two and are validated on the last.
+DEMO_DATES  ?= [2025-10-01, 2025-11-01, 2025-12-01]
+DEMO_MODELS ?= conversion churn clv affinity segments
 
 demo: setup
 	$(PY) jobs/generate_data.py
-	$(PY) jobs/build_features.py --set as_of=$(DEMO_AS_OF)
+	$(PY) jobs/build_features.py --set 'features.as_of_dates=$(DEMO_DATES)'
+	$(PY) jobs/train.py --set 'training.as_of_dates=$(DEMO_DATES)' $(foreach m,$(DEMO_MODELS),--model conf/models/$(m).yaml)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests tools bench
@@ -55,7 +58,7 @@ bench-features: setup
 	$(PY) bench/features.py
 
 clean:
-	rm -rf lake mlruns mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
+	rm -rf lake mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
 
 distclean: clean
 	rm -rf $(VENV) $(JARS)

@@ -81,7 +81,7 @@ def features_as_of(
     return rows, rounds
 
 
-def _read_events(spark: SparkSession, cfg: Config) -> DataFrame:
+def read_events(spark: SparkSession, cfg: Config) -> DataFrame:
     fmt = cfg.input.events.format
     # JSON carries no types: read it with the contract's schema. Parquet and Delta carry their own,
     # which is checked below so that drift fails loudly instead of turning into nulls.
@@ -90,7 +90,7 @@ def _read_events(spark: SparkSession, cfg: Config) -> DataFrame:
     return raw
 
 
-def _read_snapshot(spark: SparkSession, cfg: Config) -> DataFrame:
+def read_snapshot(spark: SparkSession, cfg: Config) -> DataFrame:
     fmt = cfg.input.snapshot.format
     snap = tables.read(spark, cfg.snapshot_path, fmt, schema=xdm.PROFILE_SNAPSHOT if fmt == "json" else None)
     found = quality.field_type(snap.schema, "identityMap")
@@ -109,7 +109,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     seconds: dict[str, float] = {}
 
     start = time.perf_counter()
-    raw = _read_events(spark, cfg)
+    raw = read_events(spark, cfg)
     # Validated once, kept for the quarantine write and every as-of date: one read of the events.
     # Checked rows and each event's identity set, computed once. On disk, not in memory: they are
     # read four times (duplicates, quarantine, links, resolution), and cached in memory they would
@@ -130,7 +130,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     seconds["read+validate"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    snapshot = _read_snapshot(spark, cfg)
+    snapshot = read_snapshot(spark, cfg)
     profiles = identity.snapshot_profiles(snapshot, priority).persist(StorageLevel.MEMORY_AND_DISK)
     snap_invalid = quality.snapshot_without_identity(snapshot, run_id)
     snap_invalid, snap_obs = tables.observe(snap_invalid, "snapshot", rows=F.count(F.lit(1)))

@@ -1,0 +1,255 @@
+"""Train insight models from the feature table; track, register and promote them in MLflow.
+
+One run trains one model per `--model` file (each overlaid on the `--config` files), or the one
+model a `--config` file defines. The feature table must hold every training as-of date; label
+events are validated and resolved once for all the models of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import mlflow.spark
+import yaml
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from enrich import identity, labels, quality, registry, tables
+from enrich import train as training
+from enrich.config import Config, load_config
+from enrich.errors import InputError
+from enrich.jobs import build_features
+from enrich.jobs.cli import parser, run_job
+
+PROG = "train"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    kind: str
+    algorithm: str
+    metric: str
+    value: float
+    baseline: float
+    ceiling: float | None
+    version: str
+    promoted: bool
+    reason: str
+    run_id: str
+
+
+def render(rows: Sequence[ModelSummary]) -> str:
+    lines = [f"{PROG}: {len(rows)} model(s)",
+             f"  {'model':<12}{'kind':<12}{'algorithm':<14}{'metric':<12}{'model':>9}{'baseline':>10}{'truth':>9}"
+             f"  {'version':<8}champion?"]
+    for r in rows:
+        ceiling = f"{r.ceiling:>9.4f}" if r.ceiling is not None else f"{'n/a':>9}"
+        lines.append(f"  {r.name:<12}{r.kind:<12}{r.algorithm:<14}{r.metric:<12}{r.value:>9.4f}{r.baseline:>10.4f}"
+                     f"{ceiling}  {r.version:<8}{'yes' if r.promoted else 'no'}: {r.reason}")
+    return "\n".join(lines)
+
+
+def model_name(cfg: Config, source: str | None) -> str:
+    """`model.name`, else the stem of the file that defined the model, else its kind."""
+    if cfg.model.name:
+        return cfg.model.name
+    return Path(source).stem if source else cfg.model.kind
+
+
+def label_events(spark: SparkSession, cfg: Config, until: dt.date) -> tuple[DataFrame, dt.date]:
+    """Valid events before `until`, resolved with the identity graph as of `until`; and the last
+    event's UTC date. The features job's checks and rules, without its quarantine (it owns that)."""
+    clock = cfg.quality.clock or dt.datetime.now(dt.UTC)
+    valid = (build_features.read_events(spark, cfg).transform(quality.validate_events(clock))
+             .where(F.col("reason").isNull()).drop("reason", "raw")
+             .withColumn("identity_nodes", identity.identity_nodes(F.col("identities")))
+             .persist(StorageLevel.DISK_ONLY))
+    last = valid.agg(F.max("ts").alias("last")).first()["last"]
+    if last is None:
+        raise InputError(f"{cfg.events_path}: no valid events to take labels from")
+    profiles = identity.snapshot_profiles(build_features.read_snapshot(spark, cfg), cfg.identity.namespace_priority)
+    resolved, _, _ = identity.resolve(valid, identity.event_links(valid), profiles, until,
+                                      cfg.identity.namespace_priority, cfg.identity.max_iterations,
+                                      cfg.identity.broadcast_max_sets)
+    resolved = identity.apply_unmatched(resolved, cfg.identity.unmatched)
+    return resolved.persist(StorageLevel.MEMORY_AND_DISK), last.date()
+
+
+def read_features(spark: SparkSession, cfg: Config, dates: Sequence[dt.date]) -> DataFrame:
+    """The feature rows of `dates`; an error naming the missing dates and the command that builds them."""
+    table = tables.read(spark, cfg.features_path, "delta")
+    rows = table.where(F.col("as_of_date").isin(list(dates)))
+    present = {r["as_of_date"] for r in rows.select("as_of_date").distinct().collect()}
+    missing = sorted(set(dates) - present)
+    if missing:
+        listed = ", ".join(str(d) for d in missing)
+        raise InputError(f"{cfg.features_path}: no features for as-of {listed}; build them first: "
+                         f"jobs/build_features.py --set 'features.as_of_dates=[{listed}]'")
+    return rows
+
+
+def _read_truth(spark: SparkSession, cfg: Config) -> DataFrame | None:
+    try:
+        return tables.read(spark, cfg.truth_path, "delta")
+    except InputError:
+        return None  # real data has no truth table: no ceiling
+
+
+def fit(cfg: Config, features: DataFrame, events: DataFrame | None,
+        truth: DataFrame | None) -> tuple[training.TrainResult, DataFrame | None]:
+    """Labels, training set and fit for the kind of `cfg.model`; and the frame it cached."""
+    m = cfg.model
+    dates = cfg.training.dates()
+    if m.kind == "segments":
+        return training.train_segments(features.where(labels.eligible(m)), dates, cfg), None
+    # Outcomes are aggregated from the events once and kept: fitting and evaluation read them often.
+    if m.kind == "affinity":
+        outcome = events.transform(labels.category_outcomes(dates, m.horizon_days)).persist()
+        return training.train_affinity(training.affinity_data(features, outcome, dates, cfg), cfg, truth), outcome
+    rows = labels.labelled(features, events.transform(labels.outcomes(dates, m.horizon_days, m.goal)), m).persist()
+    return training.train_supervised(rows, dates, cfg, truth), rows
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(tree, dict):
+        out: dict[str, str] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): str(tree)[:500]}
+
+
+def _example(result: training.TrainResult, features: DataFrame) -> Any:
+    """A few rows of the model's input (pandas), for the signature and the input example."""
+    if "category" in result.input_columns:
+        pairs = features.select("profile_id", F.explode(F.map_keys("category_affinity")).alias("category"))
+        return pairs.limit(5).toPandas()
+    # Doubles, not integers, in the signature: a count may be null at scoring time (MLflow's advice).
+    columns = [F.col(c).cast("double") if c not in ("profile_id", "category") else F.col(c)
+               for c in result.input_columns]
+    return features.select(*columns).limit(5).toPandas()
+
+
+def log_and_register(cfg: Config, name: str, result: training.TrainResult, features: DataFrame,
+                     promote: str) -> ModelSummary:
+    """One MLflow run: config, parameters, metrics, plots, the model; registered, aliased, maybe promoted."""
+    registry.configure(cfg.mlflow)
+    client = MlflowClient()
+    experiment = registry.experiment_id(cfg.mlflow, name)
+    dates = cfg.training.dates()
+    champion = registry.champion_version(client, name)
+    champion_score = None
+    if champion is not None and promote == "auto":
+        try:
+            current = mlflow.spark.load_model(f"models:/{name}@{registry.CHAMPION}")
+            champion_score = training.main_metric_of(current, result.validation, cfg, **result.context)
+        except Exception as exc:
+            log.warning("champion %s v%s could not be scored on this window (%s); comparing with the baseline only",
+                        name, champion, exc)
+    decision = registry.decide(promote, challenger=result.main, baseline=result.baseline, champion=champion_score,
+                               higher_is_better=result.higher_is_better,
+                               min_lift_over_baseline=cfg.promotion.min_lift_over_baseline,
+                               min_improvement=cfg.promotion.min_improvement)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{name} {dates[-1]}") as run:
+        resolved = cfg.model_dump(mode="json")
+        params = _flatten({k: resolved[k] for k in ("model", "training", "promotion", "features", "identity")})
+        params.update({f"chosen.{k}": str(v)[:500] for k, v in result.params.items()})
+        params["training.dates"] = ",".join(str(d) for d in dates)
+        mlflow.log_params(params)
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
+        mlflow.log_metrics({f"count_{k}": float(v) for k, v in result.counts.items()})
+        for file, figure in result.figures.items():
+            mlflow.log_figure(figure, f"plots/{file}")
+            plt.close(figure)
+        mlflow.log_dict({"features": result.input_columns, "importances": result.importances}, "features.json")
+        mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
+        mlflow.log_text(features.schema.json(), "training_schema.json")
+        example = _example(result, features)
+        with tempfile.TemporaryDirectory() as tmp:
+            # Requirements given, not inferred: inferring them re-loads and runs the model in a subprocess.
+            info = mlflow.spark.log_model(result.model, artifact_path="model", signature=infer_signature(example),
+                                          input_example=example, registered_model_name=name, dfs_tmpdir=tmp,
+                                          pip_requirements=mlflow.spark.get_default_pip_requirements())
+        version = str(info.registered_model_version)
+        registry.set_aliases(client, name, version, decision.promote)
+        mlflow.set_tags({"promotion.decision": "champion" if decision.promote else "challenger",
+                         "promotion.reason": decision.reason,
+                         "promotion.challenger_score": f"{result.main:.6f}",
+                         "promotion.champion_score": "" if champion_score is None else f"{champion_score:.6f}",
+                         "promotion.baseline_score": f"{result.baseline:.6f}",
+                         "promotion.main_metric": result.main_metric,
+                         "model.kind": cfg.model.kind, "model.version": version})
+        run_id = run.info.run_id
+    return ModelSummary(name=name, kind=cfg.model.kind, algorithm=cfg.model.estimator, metric=result.main_metric,
+                        value=result.main, baseline=result.baseline, ceiling=result.ceiling, version=version,
+                        promoted=decision.promote, reason=decision.reason, run_id=run_id)
+
+
+def run(spark: SparkSession, configs: Sequence[tuple[Config, str | None]], promote: str = "auto") -> list[ModelSummary]:
+    """Train, evaluate, log and register each configured model."""
+    dates = sorted({d for cfg, _ in configs for d in cfg.training.dates()})
+    for cfg, _ in configs:
+        training.split_dates(cfg.training.dates())
+    base = configs[0][0]
+    features = read_features(spark, base, dates).persist(StorageLevel.MEMORY_AND_DISK)
+    supervised = [cfg for cfg, _ in configs if cfg.model.kind != "segments"]
+    events = None
+    if supervised:
+        until = max(max(c.training.dates()) + dt.timedelta(days=c.model.horizon_days) for c in supervised)
+        events, last_day = label_events(spark, base, until)
+        for c in supervised:
+            training.check_horizon(c.training.dates(), c.model.horizon_days, last_day)
+    truth = _read_truth(spark, base)
+    summaries = []
+    for cfg, source in configs:
+        name = model_name(cfg, source)
+        log.info("training %s (%s, %s)", name, cfg.model.kind, cfg.model.estimator)
+        rows = features.where(F.col("as_of_date").isin(cfg.training.dates()))
+        result, cached = fit(cfg, rows, events, truth)
+        summaries.append(log_and_register(cfg, name, result, rows, promote))
+        if cached is not None:
+            cached.unpersist()
+    features.unpersist()
+    if events is not None:
+        events.unpersist()
+    return summaries
+
+
+def _model_source(path: str) -> bool:
+    data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+    return isinstance(data, dict) and "model" in data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(PROG, "Train models on the feature table (labels from the outcome window after each as-of "
+                     "date), evaluate them out of time, log them to MLflow and register them.")
+    p.add_argument("--model", action="append", default=[], metavar="FILE",
+                   help="model config (e.g. conf/models/churn.yaml), overlaid on the --config files; repeat "
+                        "to train several models in one run. Default: the model the --config files define.")
+    p.add_argument("--promote", choices=registry.PROMOTE_CHOICES, default="auto",
+                   help="auto: champion only if it beats the baseline and the current champion (default); "
+                        "force: always champion; never: challenger only")
+
+    def go(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
+        if args.model:
+            configs = [(load_config([*args.config, f], args.overrides), f) for f in args.model]
+        else:
+            source = next((f for f in reversed(args.config) if _model_source(f)), None)
+            configs = [(cfg, source)]
+        print(render(run(spark, configs, args.promote)), flush=True)
+
+    return run_job(PROG, argv, p, go)
