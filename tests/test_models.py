@@ -88,3 +88,21 @@ def test_segment_names_read_the_centroids():
                                   [-0.9, 1.6, 1.3, 1.0]])
     assert names == ["low value, lapsing", "frequent, high value, active (1)", "mid value, steady",
                      "frequent, high value, active (2)"]
+
+
+def test_affinity_recommends_a_profiles_categories_and_popular_ones_when_cold(spark):
+    interactions = spark.createDataFrame(
+        [(f"p{i}", c, 3.0) for i in range(20) for c in (("A", "B") if i % 2 else ("C", "D"))]
+        + [("p0", "E", 0.5)], "profile_id string, category string, rating double")
+    fitted = models.affinity({"rank": 4, "maxIter": 15}, seed=1).fit(interactions)
+    profiles = spark.createDataFrame([("p1",), ("p2",), ("cold",)], "profile_id string")
+    recs = {r["profile_id"]: r for r in train.recommend(fitted, profiles, ["A", "B", "C", "D", "E"], 2,
+                                                        popular=["C", "A"]).collect()}
+    assert {e["category"] for e in recs["p1"]["recommendations"]} == {"A", "B"}
+    assert {e["category"] for e in recs["p2"]["recommendations"]} == {"C", "D"}
+    assert all(e["score"] > 0 for e in recs["p1"]["recommendations"])
+    scores = [e["score"] for e in recs["p1"]["recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [(e["category"], e["score"]) for e in recs["cold"]["recommendations"]] == [("C", None), ("A", None)]
+    ids = dict(spark.range(1).select(*[models.item_id(F.lit(c)).alias(c) for c in "CA"]).first().asDict())
+    assert recs["cold"]["items"] == [float(ids["C"]), float(ids["A"])]

@@ -256,7 +256,8 @@ def train_supervised(rows: DataFrame, dates: Sequence[dt.date], cfg: Config,
     calibration = None
     if classify and model_cfg.calibrate:
         # Held out by profile, so a profile's rows of several dates are on one side only.
-        held = F.xxhash64("profile_id", F.lit(cfg.training.seed)) % 1000 < cfg.training.calibration_fraction * 1000
+        bucket = F.pmod(F.xxhash64("profile_id", F.lit(cfg.training.seed)), F.lit(1000))
+        held = bucket < cfg.training.calibration_fraction * 1000
         calibration, fit = fit.where(held), fit.where(~held)
     pipeline = models.supervised(features, nullable, est, algorithm)
     evaluator = (BinaryClassificationEvaluator(rawPredictionCol="probability", labelCol="label")
@@ -285,15 +286,15 @@ def _evaluate_supervised(fitted: PipelineModel, valid: DataFrame, validation_dat
     kind = model_cfg.kind
     scored = fitted.transform(valid)
     title = f"{model_cfg.name or kind} ({validation_date})"
-    truth_valid = (truth is not None and _truth_models_goal(model_cfg)
-                   and _truth_for(truth, validation_date, model_cfg.horizon_days))
+    truth_valid = (_truth_for(truth, validation_date, model_cfg.horizon_days)
+                   if truth is not None and _truth_models_goal(model_cfg) else None)
     if kind in CLASSIFICATION:
         ev = evaluate.classification(scored, models.positive_probability(scored))
         figures = evaluate.classification_figures(ev, title)
         metrics = dict(ev.metrics)
         roc, pr = evaluate.auc(valid, _classification_baseline(kind))
         metrics.update(baseline_auc_roc=roc, baseline_auc_pr=pr)
-        if truth_valid:
+        if truth_valid is not None:
             p = F.col("p_purchase") if kind == "conversion" else 1 - F.col("p_purchase")
             roc, pr = evaluate.auc(valid.join(truth_valid, "profile_id"), p)
             metrics.update(truth_auc_roc=roc, truth_auc_pr=pr)
@@ -304,7 +305,7 @@ def _evaluate_supervised(fitted: PipelineModel, valid: DataFrame, validation_dat
         baseline = valid.withColumn("prediction", _previous_window_spend(model_cfg.horizon_days,
                                                                          _windows(valid.schema)))
         metrics.update({f"baseline_{k}": v for k, v in evaluate.regression(baseline).metrics.items() if k != "rows"})
-        if truth_valid:
+        if truth_valid is not None:
             ceiling = valid.join(truth_valid, "profile_id").withColumn("prediction", F.col("expected_spend"))
             metrics.update({f"truth_{k}": v for k, v in evaluate.regression(ceiling).metrics.items() if k != "rows"})
     return metrics, figures
@@ -340,19 +341,27 @@ def interactions(features: DataFrame, windows: Sequence[int]) -> DataFrame:
 
 def recommend(model: PipelineModel, profiles: DataFrame, categories: Sequence[str], k: int,
               popular: Sequence[str]) -> DataFrame:
-    """(profile_id, items array<double>): each profile's top-k categories (item ids, best first).
+    """(profile_id, items, recommendations): each profile's top-k categories, best first, as item
+    ids (array<double>, for ranking metrics) and as `{category, score}` structs.
 
     Scored through the whole fitted pipeline, so the same code serves any version. Profiles the
-    model never saw (cold start) get the most popular categories.
+    model never saw (cold start) get the most popular categories, with a null score.
     """
     pairs = profiles.select("profile_id", F.explode(F.array(*[F.lit(c) for c in categories])).alias("category"))
     scored = model.transform(pairs)
     rank = F.row_number().over(Window.partitionBy("profile_id").orderBy(F.desc("prediction"), "category"))
     top = (scored.where(F.col("prediction") > 0).withColumn("r", rank).where(F.col("r") <= k)
-           .groupBy("profile_id").agg(F.array_sort(F.collect_list(F.struct("r", "item"))).alias("_top")))
-    fallback = F.array(*[models.item_id(F.lit(c)).cast("double") for c in popular[:k]])
+           .groupBy("profile_id").agg(F.array_sort(F.collect_list(F.struct("r", "item", "category", "prediction")))
+                                      .alias("_top")))
+    fallback = F.array(*[F.struct(models.item_id(F.lit(c)).alias("item"), F.lit(c).alias("category"),
+                                  F.lit(None).cast("float").alias("prediction")) for c in popular[:k]])
+    chosen = F.coalesce(F.transform("_top", lambda e: F.struct(e["item"].alias("item"), e["category"].alias("category"),
+                                                               e["prediction"].alias("prediction"))), fallback)
     return profiles.select("profile_id").join(top, "profile_id", "left").select(
-        "profile_id", F.coalesce(F.transform("_top", lambda e: e["item"].cast("double")), fallback).alias("items"))
+        "profile_id",
+        F.transform(chosen, lambda e: e["item"].cast("double")).alias("items"),
+        F.transform(chosen, lambda e: F.struct(e["category"].alias("category"),
+                                               e["prediction"].cast("double").alias("score"))).alias("recommendations"))
 
 
 def relevant_items(outcomes: DataFrame) -> DataFrame:
