@@ -137,6 +137,24 @@ class IdentityConfig(_Section):
     is broadcast to the events, so resolving does not shuffle the events; above it, a shuffle join."""
 
 
+def _check_span(section: str, start: dt.date | None, end: dt.date | None) -> None:
+    """`<section>.as_of_start`/`as_of_end`: both or neither, in order."""
+    if (start is None) != (end is None):
+        raise ValueError(f"{section}.as_of_start and {section}.as_of_end go together")
+    if start and end and end < start:
+        raise ValueError(f"{section}.as_of_end ({end}) is before {section}.as_of_start ({start})")
+
+
+def _listed_dates(dates: list[dt.date] | None, start: dt.date | None, end: dt.date | None,
+                  step_days: int) -> list[dt.date]:
+    """Explicit dates (sorted, distinct), else start..end every step_days, else none."""
+    if dates:
+        return sorted(set(dates))
+    if start and end:
+        return [start + dt.timedelta(days=d) for d in range(0, (end - start).days + 1, step_days)]
+    return []
+
+
 class FeaturesConfig(_Section):
     windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 365], min_length=1)
     """Look-back windows in days; every windowed measure is computed for each (`<measure>_<w>d`)."""
@@ -165,11 +183,7 @@ class FeaturesConfig(_Section):
 
     @model_validator(mode="after")
     def _range_complete(self) -> FeaturesConfig:
-        if (self.as_of_start is None) != (self.as_of_end is None):
-            raise ValueError("features.as_of_start and features.as_of_end go together")
-        if self.as_of_start and self.as_of_end and self.as_of_end < self.as_of_start:
-            raise ValueError(f"features.as_of_end ({self.as_of_end}) is before features.as_of_start "
-                             f"({self.as_of_start})")
+        _check_span("features", self.as_of_start, self.as_of_end)
         return self
 
 
@@ -280,20 +294,14 @@ class TrainingConfig(_Section):
 
     @model_validator(mode="after")
     def _range_complete(self) -> TrainingConfig:
-        if (self.as_of_start is None) != (self.as_of_end is None):
-            raise ValueError("training.as_of_start and training.as_of_end go together")
-        if self.as_of_start and self.as_of_end and self.as_of_end < self.as_of_start:
-            raise ValueError(f"training.as_of_end ({self.as_of_end}) is before training.as_of_start "
-                             f"({self.as_of_start})")
+        _check_span("training", self.as_of_start, self.as_of_end)
         return self
 
     def dates(self) -> list[dt.date]:
         """The training as-of dates, sorted, from the most specific setting present."""
-        if self.as_of_dates:
-            return sorted(set(self.as_of_dates))
-        if self.as_of_start and self.as_of_end:
-            days = (self.as_of_end - self.as_of_start).days
-            return [self.as_of_start + dt.timedelta(days=d) for d in range(0, days + 1, self.as_of_step_days)]
+        dates = _listed_dates(self.as_of_dates, self.as_of_start, self.as_of_end, self.as_of_step_days)
+        if dates:
+            return dates
         raise ConfigError("no training dates: set `training.as_of_dates` (at least two), or "
                           "`training.as_of_start` and `training.as_of_end`")
 
@@ -362,11 +370,9 @@ class Config(_Section):
     def as_of_dates(self) -> list[dt.date]:
         """The as-of dates a features run builds, from the most specific setting present."""
         f = self.features
-        if f.as_of_dates:
-            return sorted(set(f.as_of_dates))
-        if f.as_of_start and f.as_of_end:
-            days = (f.as_of_end - f.as_of_start).days
-            return [f.as_of_start + dt.timedelta(days=d) for d in range(0, days + 1, f.as_of_step_days)]
+        dates = _listed_dates(f.as_of_dates, f.as_of_start, f.as_of_end, f.as_of_step_days)
+        if dates:
+            return dates
         if self.as_of:
             return [self.as_of]
         raise ConfigError("no as-of date: set `as_of` (e.g. --set as_of=2025-12-01), "
