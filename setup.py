@@ -50,6 +50,8 @@ setup(
             "enrich-generate-data=enrich.jobs.generate_data:main",
             "enrich-features=enrich.jobs.build_features:main",
             "enrich-train=enrich.jobs.train:main",
+            "enrich-score=enrich.jobs.score:main",
+            "enrich-publish=enrich.jobs.publish:main",
         ],
     },
 )

@@ -315,6 +315,63 @@ class PromotionConfig(_Section):
     (recency rank, last window's spend, most popular categories, random segments) by this much."""
 
 
+class ScoringConfig(_Section):
+    models: dict[str, str] = Field(default_factory=lambda: {
+        "conversion": "champion", "churn": "champion", "clv": "champion", "affinity": "champion",
+        "segments": "champion"})
+    """Registered models to score, name -> alias (`champion`, `challenger`) or a version number
+    pinned as a string (`"3"`)."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _references(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for name, given in value.items():
+            ref = str(given) if isinstance(given, int) and not isinstance(given, bool) else given
+            if not isinstance(ref, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*|[1-9][0-9]*", ref):
+                raise ValueError(f"scoring.models.{name}: '{ref}' is neither an alias (e.g. champion) "
+                                 "nor a version number")
+            out[name] = ref
+        return out
+    build_missing_features: bool = True
+    """Build the feature table's `as_of` partition first when it is missing (the features job's code)."""
+    factors: int = Field(3, ge=0, le=20)
+    """Influential factors kept per profile and model (0: none)."""
+    factor_candidates: int = Field(10, ge=1, le=200)
+    """Features tried per profile for its factors: the model's most important ones (each costs one
+    more pass of the model over the eligible profiles)."""
+    psi_bins: int = Field(10, ge=2, le=100)
+    """Quantile bins of each model input in the drift reference stored with the model."""
+    max_psi: float = Field(0.25, gt=0.0)
+    """Publishing refuses scores whose inputs or score distribution drifted more than this
+    population stability index from the model's training data (`publish --allow-drift` overrides)."""
+
+
+class PublishConfig(_Section):
+    outbox: str = "./outbox"
+    """Folder or URI the published folders go to: `<outbox>/<score_date>/<run_id>/`."""
+    format: Literal["parquet", "json"] = "parquet"
+    """File format of the records: `parquet` or `json` (JSON lines)."""
+    compression: Literal["none", "snappy", "gzip", "zstd"] = "snappy"
+    """Compression codec; JSON accepts `none` and `gzip`."""
+    max_file_mb: float = Field(256.0, gt=0.0, le=256.0)
+    """Largest data file, in MB (the platform's single-request upload limit is 256 MB)."""
+    max_files: int = Field(10_000, ge=1, le=10_000)
+    """Most data files in one folder (one ingestion batch)."""
+    max_record_kb: float = Field(100.0, gt=0.0)
+    """Records larger than this (as JSON) are rejected, counted and quarantined."""
+    models: list[str] | None = None
+    """Models whose scores are published. Default: the keys of `scoring.models`."""
+
+    @model_validator(mode="after")
+    def _codec_fits_format(self) -> PublishConfig:
+        if self.format == "json" and self.compression not in ("none", "gzip"):
+            raise ValueError(f"compression '{self.compression}' does not apply to json; choose none or gzip")
+        return self
+
+
 class Config(_Section):
     lake: str = "./lake"
     """Root folder or URI of the Delta tables (features, scores, quarantine, ...)."""
@@ -342,6 +399,10 @@ class Config(_Section):
     """Training sets and search."""
     promotion: PromotionConfig = PromotionConfig()
     """When a new model version becomes the champion."""
+    scoring: ScoringConfig = ScoringConfig()
+    """Which models `jobs/score.py` applies, their explanations and the drift guard."""
+    publish: PublishConfig = PublishConfig()
+    """Published XDM profile records (`jobs/publish.py`)."""
 
     @field_validator("lake")
     @classmethod
@@ -363,6 +424,14 @@ class Config(_Section):
     @property
     def features_path(self) -> str:
         return f"{self.lake}/features"
+
+    @property
+    def scores_path(self) -> str:
+        return f"{self.lake}/scores"
+
+    @property
+    def drift_path(self) -> str:
+        return f"{self.lake}/drift"
 
     def quarantine_path(self, source: str) -> str:
         return f"{self.lake}/quarantine/{source}"

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
@@ -99,3 +101,95 @@ def write(
         raise ValueError("replace_where is only supported for delta")
     writer.save(path)
     return Written(path, fmt)
+
+
+# --------------------------------------------------------------------------------------------
+# Files (published folders): through Hadoop's FileSystem, so the same code moves files on a
+# local disk, HDFS, S3, ADLS or DBFS. Needs a classic Spark session (not Spark Connect).
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file of a folder: its URI, name and size in bytes."""
+
+    uri: str
+    name: str
+    bytes: int
+
+
+def _fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if jvm.org.apache.hadoop.fs.ChecksumFileSystem._java_lang_class.isInstance(fs):
+        # The local file system's `.crc` side files would travel with the data into the outbox.
+        fs = fs.getRawFileSystem()
+    return fs, hadoop_path
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    """Whether a file or folder exists at `path`."""
+    fs, p = _fs(spark, path)
+    return bool(fs.exists(p))
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    """Delete a file or a folder and everything in it (nothing when absent)."""
+    fs, p = _fs(spark, path)
+    if fs.exists(p):
+        fs.delete(p, True)
+
+
+def list_files(spark: SparkSession, folder: str) -> list[FileInfo]:
+    """The files directly in `folder` (not sub-folders), by name; empty when it does not exist."""
+    fs, p = _fs(spark, folder)
+    if not fs.exists(p):
+        return []
+    found = [FileInfo(s.getPath().toString(), s.getPath().getName(), int(s.getLen()))
+             for s in fs.listStatus(p) if s.isFile()]
+    return sorted(found, key=lambda f: f.name)
+
+
+def move(spark: SparkSession, source: str, target: str) -> None:
+    """Rename a file or folder (a rename on file systems; a copy and delete on object stores)."""
+    fs, src = _fs(spark, source)
+    _, dst = _fs(spark, target)
+    fs.mkdirs(dst.getParent())
+    if not fs.rename(src, dst):
+        raise OSError(f"could not move {source} to {target}")
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small text file whole: to `<path>.tmp`, then renamed over `path`, so a reader sees
+    the old file, the new one, or none, never half of one."""
+    fs, p = _fs(spark, path)
+    _, tmp = _fs(spark, f"{path}.tmp")
+    out = fs.create(tmp, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+    if fs.exists(p):
+        fs.delete(p, False)
+    if not fs.rename(tmp, p):
+        raise OSError(f"could not move {path}.tmp to {path}")
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    """A small text file's content."""
+    rows = spark.read.text(path, wholetext=True).collect()
+    return rows[0][0] if rows else ""
+
+
+def checksums(spark: SparkSession, paths: Sequence[str]) -> dict[str, str]:
+    """sha256 of each file, computed by the executors (file name -> hex digest)."""
+    if not paths:
+        return {}
+    hashed = spark.read.format("binaryFile").load(list(paths)).select("path", F.sha2("content", 256).alias("sha256"))
+    return {r["path"].rsplit("/", 1)[-1]: r["sha256"] for r in hashed.collect()}
+
+
+def rows_per_file(spark: SparkSession, folder: str, fmt: str) -> dict[str, int]:
+    """Row count of each data file of a folder written by Spark (file name -> rows)."""
+    counted = spark.read.format(fmt).load(folder).groupBy(F.input_file_name().alias("file")).count()
+    return {r["file"].rsplit("/", 1)[-1]: r["count"] for r in counted.collect()}

@@ -341,8 +341,8 @@ def interactions(features: DataFrame, windows: Sequence[int]) -> DataFrame:
 
 def recommend(model: PipelineModel, profiles: DataFrame, categories: Sequence[str], k: int,
               popular: Sequence[str]) -> DataFrame:
-    """(profile_id, items, recommendations): each profile's top-k categories, best first, as item
-    ids (array<double>, for ranking metrics) and as `{category, score}` structs.
+    """`profiles`' columns, `items` and `recommendations`: each profile's top-k categories, best
+    first, as item ids (array<double>, for ranking metrics) and as `{category, score}` structs.
 
     Scored through the whole fitted pipeline, so the same code serves any version. Profiles the
     model never saw (cold start) get the most popular categories, with a null score.
@@ -357,8 +357,8 @@ def recommend(model: PipelineModel, profiles: DataFrame, categories: Sequence[st
                                   F.lit(None).cast("float").alias("prediction")) for c in popular[:k]])
     chosen = F.coalesce(F.transform("_top", lambda e: F.struct(e["item"].alias("item"), e["category"].alias("category"),
                                                                e["prediction"].alias("prediction"))), fallback)
-    return profiles.select("profile_id").join(top, "profile_id", "left").select(
-        "profile_id",
+    return profiles.join(top, "profile_id", "left").select(
+        *profiles.columns,
         F.transform(chosen, lambda e: e["item"].cast("double")).alias("items"),
         F.transform(chosen, lambda e: F.struct(e["category"].alias("category"),
                                                e["prediction"].cast("double").alias("score"))).alias("recommendations"))

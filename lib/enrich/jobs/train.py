@@ -26,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from enrich import identity, labels, quality, registry, tables
+from enrich import drift, identity, labels, quality, registry, tables
 from enrich import train as training
 from enrich.config import Config, load_config
 from enrich.errors import InputError
@@ -144,6 +144,22 @@ def _example(result: training.TrainResult, features: DataFrame) -> Any:
     return features.select(*columns).limit(5).toPandas()
 
 
+def drift_reference(result: training.TrainResult, cfg: Config) -> dict[str, Any]:
+    """The distributions scoring compares with (`drift`): the model's inputs and its output on the
+    validation rows (the latest training as-of date), or the top recommended category (affinity)."""
+    kind = cfg.model.kind
+    if kind == "affinity":
+        ctx = result.context
+        recs = training.recommend(result.model, ctx["profiles"], ctx["categories"], cfg.model.top_k, ctx["popular"])
+        return drift.reference(recs.select(drift.top_category().alias(drift.OUTPUT)), [], [drift.OUTPUT])
+    scored = result.model.transform(result.validation)
+    inputs = [c for c in result.input_columns if c not in ("profile_id", "category")]
+    frame = scored.select(*inputs, drift.model_output(kind, scored).alias(drift.OUTPUT))
+    if kind == "segments":
+        return drift.reference(frame, inputs, [drift.OUTPUT], bins=cfg.scoring.psi_bins)
+    return drift.reference(frame, [*inputs, drift.OUTPUT], bins=cfg.scoring.psi_bins)
+
+
 def log_and_register(cfg: Config, name: str, result: training.TrainResult, features: DataFrame,
                      promote: str) -> ModelSummary:
     """One MLflow run: config, parameters, metrics, plots, the model; registered, aliased, maybe promoted."""
@@ -175,7 +191,11 @@ def log_and_register(cfg: Config, name: str, result: training.TrainResult, featu
         for file, figure in result.figures.items():
             mlflow.log_figure(figure, f"plots/{file}")
             plt.close(figure)
-        mlflow.log_dict({"features": result.input_columns, "importances": result.importances}, "features.json")
+        described = {"features": result.input_columns, "importances": result.importances}
+        if "categories" in result.context:
+            described.update(categories=result.context["categories"], popular=result.context["popular"])
+        mlflow.log_dict(described, "features.json")
+        mlflow.log_dict(drift_reference(result, cfg), "reference.json")
         mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
         mlflow.log_text(features.schema.json(), "training_schema.json")
         example = _example(result, features)
