@@ -35,10 +35,15 @@ $(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py | $(VENV)/.install
 DEMO_DATES  ?= [2025-10-01, 2025-11-01, 2025-12-01]
 DEMO_MODELS ?= conversion churn clv affinity segments
 
+# Scored the day after the generated data ends: its features do not exist yet, so scoring builds them.
+DEMO_SCORE_DATE ?= 2026-01-01
+
 demo: setup
 	$(PY) jobs/generate_data.py
 	$(PY) jobs/build_features.py --set 'features.as_of_dates=$(DEMO_DATES)'
 	$(PY) jobs/train.py --set 'training.as_of_dates=$(DEMO_DATES)' $(foreach m,$(DEMO_MODELS),--model conf/models/$(m).yaml)
+	$(PY) jobs/score.py --set as_of=$(DEMO_SCORE_DATE)
+	$(PY) jobs/publish.py --set as_of=$(DEMO_SCORE_DATE)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests tools bench
@@ -58,7 +63,7 @@ bench-features: setup
 	$(PY) bench/features.py
 
 clean:
-	rm -rf lake mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
+	rm -rf lake outbox mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
 
 distclean: clean
 	rm -rf $(VENV) $(JARS)

@@ -22,3 +22,12 @@ def spark() -> Iterator[SparkSession]:
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def trained(spark, tmp_path_factory):
+    """(root, job args, summaries): data, features for three dates and the five models trained and
+    registered (sqlite store under root); shared by the training, scoring and publishing tests."""
+    from pipeline import train_all
+
+    return train_all(spark, tmp_path_factory.mktemp("train"))

@@ -116,7 +116,7 @@ def test_file_plan_keeps_files_under_the_limit():
     per_file, files = publish.plan_files(rows=1000, json_bytes=999_000, max_file_mb=0.1, max_files=100)
     assert per_file == 90 and files == 12  # 1,000 bytes a record: 90 per 90% of 100 kB
     assert publish.plan_files(0, 0, 1.0, 10) == (0, 0)
-    with pytest.raises(InputError, match="raise publish.max_file_mb"):
+    with pytest.raises(InputError, match=r"raise publish\.max_file_mb"):
         publish.plan_files(rows=1000, json_bytes=999_000, max_file_mb=0.1, max_files=5)
 
 
@@ -124,7 +124,7 @@ def test_file_plan_keeps_files_under_the_limit():
 # The job
 
 
-def _setup(spark, tmp_path, profiles=3000, factors=1, psi=0.05, sets=()):
+def _setup(spark, tmp_path, *, profiles=3000, factors=1, psi=0.05, sets=()):
     lake, outbox = tmp_path / "lake", tmp_path / "outbox"
     tables.write(_scores(spark, profiles, factors), str(lake / "scores"), "delta",
                  partition_by=list(score.PARTITIONS))
@@ -202,7 +202,7 @@ def test_json_lines_with_gzip_and_oversized_records_rejected(spark, tmp_path):
     small = _scores(spark, 200, factors=1).join(big.select("profile_id"), "profile_id", "left_anti")
     tables.write(big.unionByName(small), f"{cfg.lake}/scores", "delta", partition_by=list(score.PARTITIONS))
     summary = publish_job.run(spark, cfg)
-    folder, manifest, back = _folder_check(spark, summary, fmt="json")
+    folder, manifest, _ = _folder_check(spark, summary, fmt="json")
     assert manifest["rejected"] == {"record_too_large": 10} and manifest["rows"] == 190
     assert manifest["files"][0]["name"].endswith(".json.gz")
     first = json.loads(gzip.decompress((folder / manifest["files"][0]["name"]).read_bytes()).splitlines()[0])

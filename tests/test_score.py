@@ -45,7 +45,8 @@ def test_percentiles_equal_the_brute_force_rank_for_any_values(spark, values, bu
 def test_deciles_and_clv_score(spark):
     df = spark.createDataFrame([(p,) for p in (1, 10, 11, 55, 91, 100)], "percentile int")
     assert [r[0] for r in df.select(score.decile(F.col("percentile"))).collect()] == [1, 1, 2, 6, 10, 10]
-    clv = spark.createDataFrame([("a", 5.0), ("b", 1.0), ("c", 3.0), ("d", 3.0)], "profile_id string, prediction double")
+    clv = spark.createDataFrame([("a", 5.0), ("b", 1.0), ("c", 3.0), ("d", 3.0)],
+                                "profile_id string, prediction double")
     ranked = clv.transform(score.ranked("clv")).select("profile_id", "percentile", "decile", "score")
     assertDataFrameEqual(ranked, spark.createDataFrame(
         [("a", 100, 10, 100), ("b", 25, 3, 25), ("c", 75, 8, 75), ("d", 75, 8, 75)],
@@ -94,7 +95,8 @@ def test_factors_agree_in_sign_and_size_with_the_model(spark, logistic):
 
     profiles = spark.createDataFrame([("high", "CRMID", "c1", 9.0, 2.0), ("low", "CRMID", "c2", 0.0, 4.0),
                                       ("typical", "CRMID", "c3", 4.0, 2.0)],
-                                     "profile_id string, primary_namespace string, primary_id string, x double, z double")
+                                     "profile_id string, primary_namespace string, primary_id string, "
+                                     "x double, z double")
     out = {r["profile_id"]: r for r in score.probabilities(logistic, profiles, ["x", "z"], {"x": 4.0, "z": 2.0},
                                                            top=3).collect()}
     high = {f["feature"]: f for f in out["high"]["factors"]}

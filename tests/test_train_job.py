@@ -4,7 +4,6 @@ the truth's ceiling, lands in MLflow with its artifacts, registers, gets aliases
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import socket
@@ -18,54 +17,10 @@ import mlflow.spark
 import pytest
 import requests
 from enrich import models, tables
-from enrich.config import load_config
-from enrich.jobs import build_features, generate_data
 from enrich.jobs import train as train_job
 from mlflow.tracking import MlflowClient
+from pipeline import MODELS, SEGMENTS, run
 from pyspark.sql import functions as F
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["conversion", "churn", "clv", "affinity", "segments"]
-GEN = ["--set", "generate.profiles=2500", "--set", "generate.start_date=2025-01-01",
-       "--set", "generate.end_date=2025-08-01", "--set", "generate.seed=11"]
-DATES = "[2025-05-01, 2025-06-01, 2025-07-01]"
-TRAIN = ["--set", f"training.as_of_dates={DATES}", "--set", "training.min_positives=40",
-         "--set", "training.min_negatives=40"]
-# Smaller settings for this small data, per model; the conversion model also searches a grid (a
-# CrossValidator whose folds are the two fitting dates).
-FASTER = {"conversion": ["model.params.maxIter=15", "model.grid.maxDepth=[2, 4]"],
-          "churn": ["model.params.numTrees=30"], "clv": ["model.params.maxIter=15"], "affinity": [],
-          "segments": ["model.k_range=[3, 4]"]}
-SEGMENTS = ["--config", str(ROOT / "conf/models/segments.yaml"), "--set", "model.k_range=[3, 4]"]
-
-
-def run(job, args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = job.main(args)
-    return code, out.getvalue(), err.getvalue()
-
-
-def model_files() -> list[str]:
-    return [arg for name in MODELS for arg in ("--model", str(ROOT / "conf" / "models" / f"{name}.yaml"))]
-
-
-@pytest.fixture(scope="module")
-def trained(spark, tmp_path_factory):
-    """Data, features for three dates, and one run training all five models into a sqlite store."""
-    root = tmp_path_factory.mktemp("train")
-    lake = ["--set", f"lake={root / 'lake'}"]
-    store = ["--set", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
-             "--set", f"mlflow.artifact_root={root / 'artifacts'}"]
-    assert run(generate_data, [*GEN, *lake])[0] == 0
-    code, _, err = run(build_features, [*GEN, *lake, "--set", f"features.as_of_dates={DATES}"])
-    assert code == 0, err
-    args = [*GEN, *lake, *store, *TRAIN]
-    configs = [(load_config([f], [*args[1::2], *FASTER[Path(f).stem]]), f) for f in model_files()[1::2]]
-    summaries = {s.name: s for s in train_job.run(spark, configs, "auto")}
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return root, args, summaries
 
 
 def test_every_kind_trains_and_beats_its_baseline(trained):

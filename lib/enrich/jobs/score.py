@@ -149,7 +149,8 @@ def score_model(cfg: Config, reg: Registered, model: PipelineModel, rows: DataFr
         medians = explain.training_medians(model)
         tried = explain.candidates(reg.described.get("importances", {}), features, cfg.scoring.factor_candidates)
         scorer = score.predictions if m.kind == "clv" else score.probabilities
-        return scorer(model, eligible, tried, medians, cfg.scoring.factors)
+        # Only what the model reads: each row is copied once per factor candidate.
+        return scorer(model, eligible.select(*score.KEYS, *features), tried, medians, cfg.scoring.factors)
     if m.kind == "affinity":
         return score.recommendations(model, eligible, reg.described["categories"], m.top_k, reg.described["popular"])
     return score.segments(model, eligible)
