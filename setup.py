@@ -28,9 +28,6 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     "test": [
         "pytest==9.2.0",
-        # Two workers: Spark on small test data waits on scheduling more than it computes, so two
-        # sessions on two cores keep the suite well under its 20 minutes.
-        "pytest-xdist==3.8.0",
         "hypothesis==6.170.15",
         "ruff==0.17.6",
         "lifetimes==0.11.3",  # reference implementation the BTYD features are checked against

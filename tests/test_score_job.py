@@ -17,9 +17,6 @@ from pipeline import MODELS, ROOT, run
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-# One worker builds the shared trained pipeline and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("trained")
-
 DAY = dt.date(2025, 8, 1)  # after the training dates; its features are built by the scoring job
 
 

@@ -22,9 +22,6 @@ from mlflow.tracking import MlflowClient
 from pipeline import MODELS, SEGMENTS, run
 from pyspark.sql import functions as F
 
-# One worker builds the shared trained pipeline and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("trained")
-
 
 def test_every_kind_trains_and_beats_its_baseline(trained):
     _, _, summaries = trained
