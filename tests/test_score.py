@@ -34,7 +34,7 @@ def test_percentiles_of_small_populations_and_ties(spark):
     assert _percentiles(spark, [None, 0.1, float("nan"), 0.9]) == [None, 50, None, 100]
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(st.one_of(st.integers(0, 12).map(float), st.floats(0, 1)), min_size=1, max_size=120),
        buckets=st.sampled_from([2, 7, 1000]))
 def test_percentiles_equal_the_brute_force_rank_for_any_values(spark, values, buckets):

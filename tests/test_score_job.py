@@ -18,12 +18,13 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 DAY = dt.date(2025, 8, 1)  # after the training dates; its features are built by the scoring job
+FEWER = ["--set", "scoring.factor_candidates=5"]  # each candidate is one more pass of the model
 
 
 @pytest.fixture(scope="module")
 def scored(spark, trained):
     root, args, _ = trained
-    code, out, err = run(score_job, [*args, "--set", f"as_of={DAY}"])
+    code, out, err = run(score_job, [*args, "--set", f"as_of={DAY}", *FEWER])
     assert code == 0, err
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     scores = tables.read(spark, f"{root}/lake/scores", "delta").where(F.col("score_date") == F.lit(DAY))
@@ -109,7 +110,7 @@ def test_drift_is_stored_and_logged(spark, scored):
 def test_rescoring_one_model_replaces_exactly_its_partition(spark, scored):
     root, args, _, _, scores = scored
     before = {r["model"]: r["count"] for r in scores.groupBy("model").count().collect()}
-    code, _, err = run(score_job, [*args, "--set", f"as_of={DAY}", "--model", "churn"])
+    code, _, err = run(score_job, [*args, "--set", f"as_of={DAY}", "--model", "churn", *FEWER])
     assert code == 0, err
     table = tables.read(spark, f"{root}/lake/scores", "delta").where(F.col("score_date") == F.lit(DAY))
     assert {r["model"]: r["count"] for r in table.groupBy("model").count().collect()} == before
