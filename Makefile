@@ -36,6 +36,8 @@ DEMO_DATES  ?= [2025-10-01, 2025-11-01, 2025-12-01]
 DEMO_MODELS ?= conversion churn clv affinity segments
 
 # Scored the day after the generated data ends: its features do not exist yet, so scoring builds them.
+# The drift guard fires there (days_since_first_event: the sample data all starts on 2025-01-01, so
+# it shifts by a month, PSI ~0.9); the demo shows the refusal in score's summary, then overrides it.
 DEMO_SCORE_DATE ?= 2026-01-01
 
 demo: setup
@@ -43,7 +45,7 @@ demo: setup
 	$(PY) jobs/build_features.py --set 'features.as_of_dates=$(DEMO_DATES)'
 	$(PY) jobs/train.py --set 'training.as_of_dates=$(DEMO_DATES)' $(foreach m,$(DEMO_MODELS),--model conf/models/$(m).yaml)
 	$(PY) jobs/score.py --set as_of=$(DEMO_SCORE_DATE)
-	$(PY) jobs/publish.py --set as_of=$(DEMO_SCORE_DATE)
+	$(PY) jobs/publish.py --set as_of=$(DEMO_SCORE_DATE) --allow-drift
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests tools bench
