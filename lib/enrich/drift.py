@@ -24,25 +24,24 @@ from matplotlib.figure import Figure
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from enrich import models
-
 MISSING_BIN = -1  # null (numeric) or null / unseen value (categorical)
 OUTPUT = "model_output"  # the name the model's output goes by among the inputs
 _FLOOR = 1e-4
 
 
-def model_output(kind: str, scored: DataFrame) -> Column:
-    """The output whose distribution is watched, from a model's transformed frame (not affinity)."""
-    if kind in ("conversion", "churn"):
-        return models.positive_probability(scored)
-    if kind == "clv":
-        return F.greatest(F.col("prediction"), F.lit(0.0))
-    return F.col("segment_id").cast("string")
+def watched(kind: str) -> Column:
+    """The output whose distribution is watched, from scores-shaped rows (`enrich.score`): the
+    probability, the predicted value, the segment, or the first recommended category."""
+    if kind == "affinity":
+        return F.col("recommendations")[0]["category"]
+    if kind == "segments":
+        return F.col("segment_id").cast("string")
+    return F.col("prediction" if kind == "clv" else "probability")
 
 
-def top_category() -> Column:
-    """Affinity's watched output: the first recommended category (from `recommendations`)."""
-    return F.col("recommendations")[0]["category"]
+def categorical(kind: str) -> bool:
+    """Whether the watched output is a category (binned by value) rather than a number."""
+    return kind in ("affinity", "segments")
 
 
 def bin_of(value: Column, spec: Mapping[str, Any]) -> Column:

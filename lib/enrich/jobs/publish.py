@@ -97,9 +97,13 @@ def check_drift(spark: SparkSession, cfg: Config, as_of: dt.date, models: Sequen
 
 
 def _sized(records: DataFrame, max_record_bytes: float) -> DataFrame:
-    body = F.struct(*[F.col(c) for c in records.columns if c != "profile_id"])
-    return (records.withColumn("_json_bytes", F.octet_length(F.to_json(body)))
-            .withColumn("_too_large", F.col("_json_bytes") > F.lit(max_record_bytes)))
+    """Each record's JSON size and a hash of that JSON (for the fingerprint): one serialization."""
+    body = F.to_json(F.struct(*[F.col(c) for c in records.columns if c != "profile_id"]))
+    measured = records.select("*", F.struct(F.octet_length(body).alias("bytes"), F.xxhash64(body).alias("hash"))
+                              .alias("_json"))
+    return measured.select(*records.columns, F.col("_json.bytes").alias("_json_bytes"),
+                           F.col("_json.hash").alias("_json_hash"),
+                           (F.col("_json.bytes") > F.lit(max_record_bytes)).alias("_too_large"))
 
 
 def _write_files(records: DataFrame, staging: str, cfg: Config, per_file: int, files: int) -> None:
@@ -150,7 +154,7 @@ def run(spark: SparkSession, cfg: Config, allow_drift: bool = False,
     stats = sized.agg(F.count_if(~F.col("_too_large")).alias("rows"),
                       F.sum(F.when(~F.col("_too_large"), F.col("_json_bytes"))).alias("bytes"),
                       F.count_if(F.col("_too_large")).alias("rejected"),
-                      F.bit_xor(F.xxhash64(F.to_json(F.struct(*records.columns)))).alias("fingerprint")).first()
+                      F.bit_xor("_json_hash").alias("fingerprint")).first()
     rows, rejected = int(stats["rows"]), int(stats["rejected"])
     if rows == 0:
         raise InputError(f"no records to publish as of {as_of} ({rejected} rejected as larger than "
@@ -183,7 +187,7 @@ def run(spark: SparkSession, cfg: Config, allow_drift: bool = False,
     staging = f"{staging_root}/{run_id}"
     tables.delete(spark, staging_root)  # leftovers of a crashed run of this date
     tables.delete(spark, folder)  # an incomplete folder (no manifest) of a crashed run
-    _write_files(good.drop("profile_id", "_json_bytes", "_too_large"), staging, cfg, per_file, files)
+    _write_files(good.drop("profile_id", "_json_bytes", "_json_hash", "_too_large"), staging, cfg, per_file, files)
     sized.unpersist()
 
     listed = _move_files(spark, staging, folder, cfg)

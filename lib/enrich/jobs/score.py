@@ -26,13 +26,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from enrich import drift, explain, labels, registry, score, tables
 from enrich.config import Config, ModelConfig
 from enrich.errors import ConfigError, InputError
 from enrich.jobs import build_features
+from enrich.jobs import train as train_job
 from enrich.jobs.cli import parser, run_job
 
 PROG = "score"
@@ -115,35 +116,25 @@ def load_registered(client: MlflowClient, name: str, reference: str, tracking_ur
 
 def feature_rows(spark: SparkSession, cfg: Config, as_of: dt.date) -> DataFrame:
     """The feature table's `as_of` partition, built first when missing (and allowed)."""
-    def partition() -> DataFrame | None:
-        try:
-            rows = tables.read(spark, cfg.features_path, "delta").where(F.col("as_of_date") == F.lit(as_of))
-        except InputError:
-            return None
-        return rows if rows.limit(1).count() else None
-
-    rows = partition()
-    if rows is not None:
-        return rows
-    if not cfg.scoring.build_missing_features:
-        raise InputError(f"{cfg.features_path}: no features as of {as_of}; build them first: "
-                         f"jobs/build_features.py --set as_of={as_of} (or set scoring.build_missing_features)")
+    try:
+        return train_job.read_features(spark, cfg, [as_of])
+    except InputError:
+        if not cfg.scoring.build_missing_features:
+            raise InputError(f"{cfg.features_path}: no features as of {as_of}; build them first: "
+                             f"jobs/build_features.py --set as_of={as_of} (or set scoring.build_missing_features)"
+                             ) from None
     log.info("no features as of %s in %s: building them", as_of, cfg.features_path)
     only = cfg.features.model_copy(update={"as_of_dates": [as_of], "as_of_start": None, "as_of_end": None})
     print(build_features.run(spark, cfg.model_copy(update={"features": only})).render(), flush=True)
-    rows = partition()
-    if rows is None:
-        raise InputError(f"{cfg.features_path}: building features as of {as_of} gave no rows")
-    return rows
+    return train_job.read_features(spark, cfg, [as_of])
 
 
-def score_model(cfg: Config, reg: Registered, model: PipelineModel, rows: DataFrame) -> DataFrame:
+def score_model(cfg: Config, reg: Registered, model: PipelineModel, eligible: DataFrame) -> DataFrame:
     """The model's scores of its eligible rows, in the `score.SCORES` shape (not yet ranked)."""
     m = reg.config
-    eligible = rows.where(labels.eligible(m))
     if m.kind in SUPERVISED:
         features = reg.described["features"]
-        missing = [c for c in features if c not in rows.columns]
+        missing = [c for c in features if c not in eligible.columns]
         if missing:
             raise InputError(f"model {reg.name} v{reg.version} needs feature columns the table lacks: {missing}")
         medians = explain.training_medians(model)
@@ -156,34 +147,25 @@ def score_model(cfg: Config, reg: Registered, model: PipelineModel, rows: DataFr
     return score.segments(model, eligible)
 
 
-def watched_output(kind: str) -> Column:
-    """The scores column whose distribution is compared with the training reference."""
-    if kind == "affinity":
-        return drift.top_category()
-    if kind == "segments":
-        return F.col("segment_id").cast("string")
-    return F.col("prediction" if kind == "clv" else "probability")
-
-
 def distribution(scored: DataFrame, kind: str) -> list[tuple[str, int, float]]:
     """A small summary of the scores: per decile, top category or segment (at most ten rows)."""
     if kind in SUPERVISED:
         value = "prediction" if kind == "clv" else "probability"
         rows = scored.groupBy("decile").agg(F.count(F.lit(1)).alias("n"), F.avg(value).alias("m")).orderBy("decile")
         return [(str(r["decile"]), r["n"], r["m"]) for r in rows.collect()]
-    key = drift.top_category() if kind == "affinity" else F.col("segment_name")
+    key = drift.watched(kind) if kind == "affinity" else F.col("segment_name")
     rows = scored.groupBy(key.alias("k")).count().orderBy(F.desc("count"), "k").limit(10)
     return [(str(r["k"]), r["count"], None) for r in rows.collect()]
 
 
-def check_drift(reg: Registered, rows: DataFrame, scored: DataFrame) -> dict[str, float]:
+def check_drift(reg: Registered, eligible: DataFrame, scored: DataFrame) -> dict[str, float]:
     """PSI of the model's inputs (eligible feature rows) and of its output, by name."""
     if reg.drift_reference is None:
         return {}
     inputs = {k: v for k, v in reg.drift_reference.items() if k != drift.OUTPUT}
-    psi = drift.stability(rows.where(labels.eligible(reg.config)), inputs)
+    psi = drift.stability(eligible, inputs)
     if drift.OUTPUT in reg.drift_reference:
-        output = scored.select(watched_output(reg.config.kind).alias(drift.OUTPUT))
+        output = scored.select(drift.watched(reg.config.kind).alias(drift.OUTPUT))
         psi.update(drift.stability(output, {drift.OUTPUT: reg.drift_reference[drift.OUTPUT]}))
     return psi
 
@@ -232,7 +214,8 @@ def run(spark: SparkSession, cfg: Config, only: Sequence[str] = ()) -> list[Mode
         log.info("scoring %s version %s (%s) as of %s", reg.name, reg.version, reg.config.kind, as_of)
         model = mlflow.spark.load_model(f"models:/{reg.name}/{reg.version}")
         # Kept: ranking reads the scores three times and the drift check once more.
-        scored = score_model(cfg, reg, model, rows).persist(StorageLevel.MEMORY_AND_DISK)
+        eligible = rows.where(labels.eligible(reg.config))
+        scored = score_model(cfg, reg, model, eligible).persist(StorageLevel.MEMORY_AND_DISK)
         ranked = scored.transform(score.ranked(reg.config.kind)) if reg.config.kind in SUPERVISED else scored
         final = ranked.transform(score.conform(reg.config.kind, reg.name, reg.version, reg.run_id, as_of))
         final, observation = tables.observe(final, f"scores-{reg.name}", rows=F.count(F.lit(1)))
@@ -240,7 +223,7 @@ def run(spark: SparkSession, cfg: Config, only: Sequence[str] = ()) -> list[Mode
                      replace_where=f"score_date = DATE'{as_of}' AND model = '{reg.name}'")
         written = tables.read(spark, cfg.scores_path, "delta").where(
             (F.col("score_date") == F.lit(as_of)) & (F.col("model") == reg.name))
-        psi = check_drift(reg, rows, scored)
+        psi = check_drift(reg, eligible, scored)
         summary = ModelScores(name=reg.name, version=reg.version, kind=reg.config.kind,
                               rows=tables.counts(observation)["rows"], psi=psi,
                               distribution=distribution(written, reg.config.kind))

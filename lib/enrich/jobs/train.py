@@ -26,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from enrich import drift, identity, labels, quality, registry, tables
+from enrich import drift, identity, labels, quality, registry, score, tables
 from enrich import train as training
 from enrich.config import Config, load_config
 from enrich.errors import InputError
@@ -145,19 +145,25 @@ def _example(result: training.TrainResult, features: DataFrame) -> Any:
 
 
 def drift_reference(result: training.TrainResult, cfg: Config) -> dict[str, Any]:
-    """The distributions scoring compares with (`drift`): the model's inputs and its output on the
-    validation rows (the latest training as-of date), or the top recommended category (affinity)."""
-    kind = cfg.model.kind
+    """The distributions scoring compares with (`drift`): the model's inputs on the validation rows
+    (the latest training as-of date) and its output there, produced by the scoring code itself."""
+    kind, bins = cfg.model.kind, cfg.scoring.psi_bins
     if kind == "affinity":
         ctx = result.context
-        recs = training.recommend(result.model, ctx["profiles"], ctx["categories"], cfg.model.top_k, ctx["popular"])
-        return drift.reference(recs.select(drift.top_category().alias(drift.OUTPUT)), [], [drift.OUTPUT])
-    scored = result.model.transform(result.validation)
-    inputs = [c for c in result.input_columns if c not in ("profile_id", "category")]
-    frame = scored.select(*inputs, drift.model_output(kind, scored).alias(drift.OUTPUT))
-    if kind == "segments":
-        return drift.reference(frame, inputs, [drift.OUTPUT], bins=cfg.scoring.psi_bins)
-    return drift.reference(frame, [*inputs, drift.OUTPUT], bins=cfg.scoring.psi_bins)
+        out = training.recommend(result.model, ctx["profiles"], ctx["categories"], cfg.model.top_k, ctx["popular"])
+        ref: dict[str, Any] = {}
+    else:
+        inputs = [c for c in result.input_columns if c != "profile_id"]
+        ref = drift.reference(result.validation, inputs, bins=bins)
+        if kind == "segments":
+            out = score.segments(result.model, result.validation)
+        else:
+            scorer = score.predictions if kind == "clv" else score.probabilities
+            out = scorer(result.model, result.validation.select(*score.KEYS, *inputs), [], {}, top=0)
+    output = out.select(drift.watched(kind).alias(drift.OUTPUT))
+    if drift.categorical(kind):
+        return {**ref, **drift.reference(output, [], [drift.OUTPUT])}
+    return {**ref, **drift.reference(output, [drift.OUTPUT], bins=bins)}
 
 
 def log_and_register(cfg: Config, name: str, result: training.TrainResult, features: DataFrame,
