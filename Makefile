@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 JARS   := .jars
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features clean distclean
+.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features aep-sandbox clean distclean
 
 setup: check-tools $(VENV)/.installed $(JARS)/.fetched
 
@@ -46,6 +46,13 @@ demo: setup
 	$(PY) jobs/train.py --set 'training.as_of_dates=$(DEMO_DATES)' $(foreach m,$(DEMO_MODELS),--model conf/models/$(m).yaml)
 	$(PY) jobs/score.py --set as_of=$(DEMO_SCORE_DATE)
 	$(PY) jobs/publish.py --set as_of=$(DEMO_SCORE_DATE) --allow-drift
+
+# A loopback stand-in for Adobe Experience Platform (README: "Try it without a platform"). It serves
+# the demo's raw events as dataset `platform-events` for export_dataset, and takes ingestion into `insights`.
+AEP_SANDBOX_PORT ?= 8765
+aep-sandbox: setup
+	$(PY) -m enrich.aep.sandbox --port $(AEP_SANDBOX_PORT) --dataset-id insights \
+		$(if $(wildcard lake/raw/events/_delta_log),--dataset-from platform-events=lake/raw/events)
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests tools bench

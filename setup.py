@@ -52,6 +52,10 @@ setup(
             "enrich-train=enrich.jobs.train:main",
             "enrich-score=enrich.jobs.score:main",
             "enrich-publish=enrich.jobs.publish:main",
+            "enrich-ingest=enrich.jobs.ingest:main",
+            "enrich-export-dataset=enrich.jobs.export_dataset:main",
+            "enrich-setup-aep=enrich.jobs.setup_aep:main",
+            "enrich-aep-sandbox=enrich.aep.sandbox:main",
         ],
     },
 )

@@ -144,6 +144,9 @@ def test_shipped_overlays_are_valid():
     databricks = load_config([CONF / "base.yaml", CONF / "databricks.yaml"], env={})
     assert databricks.lake == "/Volumes/main/profile_enrichment/lake"
     assert databricks.mlflow.tracking_uri == "databricks"
+    sandbox = load_config([CONF / "base.yaml", CONF / "aep-sandbox.yaml"], env={})
+    assert sandbox.aep.platform_url == sandbox.aep.ims_url == "http://127.0.0.1:8765"
+    assert sandbox.aep.dataset_id == "insights"
 
 
 def test_readme_documents_every_key():

@@ -4,14 +4,19 @@ whose features do not exist yet, drift is checked and logged, and the scores are
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from aep import FAST
 from enrich import labels, tables
+from enrich.aep.sandbox import Sandbox
 from enrich.config import load_config
+from enrich.jobs import ingest as ingest_job
 from enrich.jobs import publish as publish_job
 from enrich.jobs import score as score_job
+from enrich.jobs import setup_aep as setup_job
 from mlflow.tracking import MlflowClient
 from pipeline import MODELS, ROOT, run
 from pyspark.sql import Window
@@ -121,7 +126,7 @@ def test_rescoring_one_model_replaces_exactly_its_partition(spark, scored):
     assert int(last["operationMetrics"]["numOutputRows"]) == before["churn"]
 
 
-def test_publish_the_scored_date(spark, scored, tmp_path):
+def test_publish_the_scored_date_and_ingest_it(spark, scored, tmp_path, monkeypatch):
     _, args, _, _, scores = scored
     outbox = tmp_path / "outbox"
     code, out, err = run(publish_job, [*args, "--set", f"as_of={DAY}", "--set", f"publish.outbox={outbox}",
@@ -137,6 +142,21 @@ def test_publish_the_scored_date(spark, scored, tmp_path):
     churners = scores.where(F.col("model") == "churn").count()
     assert insights.where(F.col("churn").isNotNull()).count() == churners
     assert insights.where(F.col("segments.segmentName").isNull()).count() == 0
+
+    # The folder as it is goes to the platform (the loopback sandbox): set-up from its field group,
+    # then every file delivered, and the platform reads as many records as the manifest lists.
+    with Sandbox() as box:
+        monkeypatch.setenv("AEP_CLIENT_SECRET", box.secret)
+        cfg = load_config(overrides=[*box.settings(), *FAST, f"publish.outbox={outbox}"])
+        made = setup_job.run(cfg)
+        assert made.created == ["field group", "schema", "Profile enablement of the schema", "dataset"]
+        cfg = load_config(overrides=[*box.settings(made.dataset), *FAST, f"publish.outbox={outbox}"])
+        delivered = ingest_job.run(cfg)
+        assert delivered.status == "success" and delivered.manifest == str(manifest_path)
+        assert delivered.metrics["recordsWritten"] == manifest["rows"]
+        stored = box.batches[delivered.batch].files
+        assert {n: hashlib.sha256(d).hexdigest() for n, d in stored.items()} == {
+            f["name"]: f["sha256"] for f in manifest["files"]}
 
 
 def test_unknown_models_and_missing_dates_are_clear_errors(scored):

@@ -372,6 +372,63 @@ class PublishConfig(_Section):
         return self
 
 
+class AepConfig(_Section):
+    ims_url: str = Field("https://ims-na1.adobelogin.com", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    """Adobe IMS base URL (OAuth server-to-server tokens from `<ims_url>/ims/token/v3`)."""
+    platform_url: str = Field("https://platform.adobe.io", pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    """Experience Platform API base URL."""
+    org_id: str | None = Field(None, pattern=r"^[A-Za-z0-9]+@AdobeOrg$")
+    """IMS organization id, `<id>@AdobeOrg` (Developer Console, project credentials)."""
+    sandbox: str = Field("prod", pattern=r"^[a-z0-9-]+$")
+    """Platform sandbox name (`x-sandbox-name`)."""
+    dataset_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
+    """Dataset the scores are ingested into (printed by `jobs/setup_aep.py`)."""
+    client_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+$")
+    """OAuth server-to-server client id (also the `x-api-key`). The client secret is never a config
+    key: it comes from `$AEP_CLIENT_SECRET` or the Databricks secret scope `aep.secret_scope`."""
+    scopes: list[str] = Field(default_factory=lambda: [
+        "openid", "AdobeID", "read_organizations", "additional_info.projectedProductContext", "session"],
+        min_length=1)
+    """OAuth scopes requested with the token (the project's credential lists them)."""
+    secret_scope: str | None = None
+    """Databricks secret scope holding the client secret under `aep.secret_key` (used when
+    `$AEP_CLIENT_SECRET` is not set)."""
+    secret_key: str = "client_secret"
+    """Key of the client secret in `aep.secret_scope`."""
+    upload_workers: int = Field(4, ge=1, le=64)
+    """Files uploaded in parallel by `jobs/ingest.py`."""
+    download_workers: int = Field(4, ge=1, le=64)
+    """Files downloaded in parallel by `jobs/export_dataset.py`."""
+    large_file_mb: float = Field(256.0, gt=0.0, le=256.0)
+    """Files larger than this are uploaded in chunks (initialize, chunks, complete) instead of one PUT."""
+    chunk_mb: float = Field(64.0, gt=0.0, le=256.0)
+    """Chunk size of large-file uploads."""
+    timeout_seconds: float = Field(120.0, gt=0.0)
+    """Connect and read timeout of one HTTP request."""
+    max_attempts: int = Field(8, ge=1, le=100)
+    """Tries of one request on connection errors, timeouts, 429 and 5xx (with exponential backoff
+    and jitter, honouring `Retry-After`)."""
+    backoff_seconds: float = Field(1.0, ge=0.0)
+    """First backoff; it doubles per attempt (capped by `max_backoff_seconds`), randomized by jitter."""
+    max_backoff_seconds: float = Field(60.0, ge=0.0)
+    """Longest single wait between tries."""
+    max_retry_seconds: float = Field(900.0, gt=0.0)
+    """Longest total time one request may spend retrying."""
+    wait_minutes: float = Field(120.0, gt=0.0)
+    """How long `jobs/ingest.py` waits for the batch's final status."""
+    poll_seconds: float = Field(15.0, gt=0.0)
+    """Interval between batch status checks."""
+    field_group_title: str = "Profile enrichment insights"
+    """Title of the tenant field group `jobs/setup_aep.py` creates (found by title on re-runs)."""
+    schema_title: str = "Profile enrichment insights"
+    """Title of the XDM Individual Profile schema `jobs/setup_aep.py` creates."""
+    dataset_name: str = "Profile enrichment insights"
+    """Name of the profile-enabled dataset `jobs/setup_aep.py` creates."""
+    export_path: str | None = None
+    """Where `jobs/export_dataset.py` writes: `<export_path>/<datasetId>/batchId=<batchId>/<file>`.
+    Default `<lake>/raw`."""
+
+
 class Config(_Section):
     lake: str = "./lake"
     """Root folder or URI of the Delta tables (features, scores, quarantine, ...)."""
@@ -403,6 +460,8 @@ class Config(_Section):
     """Which models `jobs/score.py` applies, their explanations and the drift guard."""
     publish: PublishConfig = PublishConfig()
     """Published XDM profile records (`jobs/publish.py`)."""
+    aep: AepConfig = AepConfig()
+    """Adobe Experience Platform: credentials (never the secret), ingestion, export and set-up."""
 
     @field_validator("lake")
     @classmethod
@@ -432,6 +491,10 @@ class Config(_Section):
     @property
     def drift_path(self) -> str:
         return f"{self.lake}/drift"
+
+    @property
+    def export_path(self) -> str:
+        return (self.aep.export_path or f"{self.lake}/raw").rstrip("/")
 
     def quarantine_path(self, source: str) -> str:
         return f"{self.lake}/quarantine/{source}"

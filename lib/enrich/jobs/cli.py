@@ -32,20 +32,25 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    from enrich.aep.client import install_redaction
+
+    install_redaction()
 
 
 def run_job(
     prog: str,
     argv: Sequence[str] | None,
     args_parser: argparse.ArgumentParser,
-    run: Callable[[SparkSession, Config, argparse.Namespace], Any],
+    run: Callable[[SparkSession | None, Config, argparse.Namespace], Any],
+    needs_spark: bool = True,
 ) -> int:
-    """Parse, load config, make the session, run; report an EnrichError as one line + exit code."""
+    """Parse, load config, make the session (unless the job needs none: the platform jobs speak HTTP
+    only), run; report an EnrichError as one line + exit code."""
     args = args_parser.parse_args(argv)
     setup_logging()
     try:
         cfg = load_config(args.config, args.overrides)
-        spark = get_spark(cfg.spark)
+        spark = get_spark(cfg.spark) if needs_spark else None
         run(spark, cfg, args)
     except EnrichError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
