@@ -31,3 +31,13 @@ def trained(spark, tmp_path_factory):
     from pipeline import train_all
 
     return train_all(spark, tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture
+def box():
+    """A loopback platform sandbox (enrich.aep.sandbox) for one test; its own failures fail the test."""
+    from enrich.aep.sandbox import Sandbox
+
+    with Sandbox() as sandbox:
+        yield sandbox
+    assert not sandbox.errors, sandbox.errors

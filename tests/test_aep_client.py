@@ -8,17 +8,20 @@ import time
 
 import pytest
 from aep import config
-from enrich.aep.client import Client, PlatformError, Secret, client_secret, redact
-from enrich.aep.sandbox import Sandbox
+from enrich.aep.client import (
+    Client,
+    OutcomeUnknown,
+    PlatformError,
+    RedactingFilter,
+    Secret,
+    client_secret,
+    redact,
+    retry_after,
+)
 from enrich.errors import ConfigError
 
 BATCHES = "/data/foundation/import/batches"
 
-
-@pytest.fixture
-def box():
-    with Sandbox() as sandbox:
-        yield sandbox
 
 
 def _client(box, *extra, sleeps=None):
@@ -43,7 +46,7 @@ def test_token_and_the_four_headers_open_the_platform(box):
 
 def test_wrong_credentials_fail_fast_without_showing_the_secret(box):
     cfg = config(box, None)
-    client = Client(cfg.aep, Secret("not-the-secret-value"), sleep=lambda s: None)
+    client = Client(cfg.aep, Secret("not-the-secret-value"), sleep=lambda s: None)  # echoed by the server
     with pytest.raises(PlatformError) as err:
         _create(client, box.add_dataset())
     assert err.value.status == 400 and "invalid_client" in str(err.value)
@@ -121,15 +124,41 @@ def test_secrets_come_from_the_environment_and_never_show(box, caplog):
         client_secret(cfg.aep, env={})
     secret = client_secret(cfg.aep, env={"AEP_CLIENT_SECRET": box.secret})
     assert secret.value == box.secret and box.secret not in repr(secret) and box.secret not in f"{secret}"
-    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG)  # urllib3's connection logs too
+    caplog.handler.addFilter(RedactingFilter())  # what install_redaction puts on the jobs' handlers
     client = Client(cfg.aep, secret, sleep=lambda s: None)
     box.fault("POST", f"^{BATCHES}$", "429")
     _create(client, box.add_dataset())
-    logging.getLogger("enrich").error("echo of a careless message: %s %s", box.secret, next(iter(box.tokens)))
-    shown = caplog.text + "".join(redact(r.getMessage()) for r in caplog.records)
-    assert box.secret not in redact(shown)
-    assert all(token not in redact(shown) for token in box.tokens)
-    assert "***" in redact(caplog.records[-1].getMessage())
+    token = next(iter(box.tokens))
+    logging.getLogger("enrich").error("a careless message: %s and %s", box.secret, token)
+    assert caplog.records and box.secret not in caplog.text and token not in caplog.text
+    assert "a careless message: *** and ***" in caplog.text
+    assert redact(f"x{box.secret}y") == "x***y" and redact("secretless text") == "secretless text"
+
+
+def test_retry_after_in_seconds_or_dates():
+    class Answer:
+        def __init__(self, value):
+            self.headers = {"Retry-After": value} if value is not None else {}
+
+    assert retry_after(Answer("7")) == 7.0 and retry_after(Answer(None)) is None
+    assert retry_after(Answer("soon")) is None
+    assert retry_after(Answer("Wed, 21 Oct 2015 07:28:00 -0000")) < 0  # a naive date is UTC, long past
+    assert -1 < retry_after(Answer(__import__("email.utils").utils.formatdate(time.time() + 30, usegmt=True))) - 30 < 1
+
+
+def test_requests_that_create_are_not_repeated_blindly(box):
+    dataset = box.add_dataset()
+    client = _client(box)
+    box.fault("POST", f"^{BATCHES}$", "lost")
+    with pytest.raises(OutcomeUnknown, match="may have been carried out"):
+        client.json("POST", BATCHES, what="create batch", ok=(201,), idempotent=False,
+                    json={"datasetId": dataset, "inputFormat": {"format": "parquet"}})
+    assert len(box.batches) == 1  # it happened; the caller is told, not left with a second one
+    box.fault("POST", f"^{BATCHES}$", "503")  # an error status is certain: retried
+    client.json("POST", BATCHES, what="create batch", ok=(201,), idempotent=False,
+                json={"datasetId": dataset, "inputFormat": {"format": "parquet"}})
+    assert len(box.batches) == 2
 
 
 def test_plain_http_only_on_loopback():
@@ -138,4 +167,17 @@ def test_plain_http_only_on_loopback():
     cfg = load_config(overrides=["aep.platform_url=http://platform.example.com", "aep.org_id=X@AdobeOrg",
                                  "aep.client_id=c"])
     with pytest.raises(ConfigError, match="use https"):
-        Client(cfg.aep, Secret("s"))
+        Client(cfg.aep, Secret("s3cr3t-value"))
+
+
+def test_credentials_go_only_to_the_platform_and_tls_errors_fail_at_once(box):
+    client = _client(box)
+    with pytest.raises(PlatformError, match=r"refusing to send credentials to http://elsewhere\.example"):
+        client.json("GET", "http://elsewhere.example/data/foundation/export/files/f1", what="follow a link")
+    assert client.url(f"{box.url}/x?start=2") == f"{box.url}/x?start=2"
+    # TLS to a server that speaks plain HTTP: a certificate/handshake failure is not retried.
+    port = box.url.rsplit(":", 1)[1]
+    cfg = config(box, None, f"aep.platform_url=https://127.0.0.1:{port}", f"aep.ims_url=https://127.0.0.1:{port}")
+    with pytest.raises(PlatformError, match="TLS verification failed"):
+        Client(cfg.aep, Secret(box.secret), sleep=lambda s: None).token()
+    assert not [r for r in box.requests if r[1] == "/ims/token/v3"]

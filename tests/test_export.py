@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from aep import config, parquet_bytes
 from enrich.aep.export import MANIFEST
-from enrich.aep.sandbox import Sandbox, data_files
+from enrich.aep.sandbox import data_files
 from enrich.jobs import build_features
 from enrich.jobs import export_dataset as export_job
 from pyspark.sql import functions as F
-
-
-@pytest.fixture
-def box():
-    with Sandbox() as sandbox:
-        yield sandbox
 
 
 def test_every_page_is_exported_and_cuts_resume_with_range(box, tmp_path, monkeypatch):

@@ -156,13 +156,16 @@ GRAPH_EVENTS = [
     ("e8", "2025-01-08 10:00:00", [("Email", "m2"), ("CRMID", "C3")]),
 ]
 GRAPH_SNAPSHOT = [{"CRMID": ["C1"], "ECID": ["S"]}, {"CRMID": ["C2"], "ECID": ["S"]}, {"CRMID": ["C3"]}]
+_IN_ORDER: dict = {}
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(order=st.permutations(range(len(GRAPH_EVENTS))), profile_order=st.permutations(range(len(GRAPH_SNAPSHOT))),
        partitions=st.integers(1, 4))
 def test_resolution_does_not_depend_on_input_order(spark, order, profile_order, partitions):
-    expected = resolve(spark, ev(spark, GRAPH_EVENTS), snap(spark, GRAPH_SNAPSHOT), dt.date(2025, 2, 1))
+    if not _IN_ORDER:  # the resolution of the inputs as listed, computed once for every example
+        _IN_ORDER.update(resolve(spark, ev(spark, GRAPH_EVENTS), snap(spark, GRAPH_SNAPSHOT), dt.date(2025, 2, 1)))
+    expected = _IN_ORDER
     shuffled = ev(spark, [GRAPH_EVENTS[i] for i in order]).repartition(partitions)
     shuffled_snapshot = snap(spark, [GRAPH_SNAPSHOT[i] for i in profile_order])
     assert resolve(spark, shuffled, shuffled_snapshot, dt.date(2025, 2, 1)) == expected

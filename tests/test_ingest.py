@@ -14,7 +14,6 @@ from collections import Counter
 import pytest
 from aep import config, published, secret_env
 from enrich.aep.ingest import STATE, newest_manifest
-from enrich.aep.sandbox import Sandbox
 from enrich.errors import InputError
 from enrich.jobs import ingest as ingest_job
 from pipeline import ROOT, run
@@ -24,19 +23,16 @@ SIZES = [(40, 100), (30, 100), (50, 100), (300, 400)]
 LARGE = ["aep.large_file_mb=0.05", "aep.chunk_mb=0.02"]
 
 
-@pytest.fixture
-def box():
-    with Sandbox() as sandbox:
-        yield sandbox
-
 
 def _files(manifest_path):
     return {f["name"]: f for f in json.loads(manifest_path.read_text())["files"]}
 
 
-def _assert_delivered_once(box, manifest_path, batch):
+def _assert_delivered_once(box, manifest_path, batch, resent=()):
+    """The batch holds every file once, byte-identical; only the files in `resent` (whose answer was
+    lost) reached the platform twice, the second copy replacing the first."""
     files = _files(manifest_path)
-    assert box.received(batch) == Counter(dict.fromkeys(files, 1))
+    assert box.received(batch) == Counter({n: 2 if n in resent else 1 for n in files})
     stored = box.batches[batch].files
     for name, f in files.items():
         assert hashlib.sha256(stored[name]).hexdigest() == f["sha256"]
@@ -52,9 +48,11 @@ def test_a_folder_arrives_whole_through_faults(box, tmp_path, monkeypatch):
     box.fault("PUT", "part-00000", "429", retry_after="0")
     box.fault("PUT", "part-00001", "drop")
     box.fault("PUT", "part-00002", "500")
+    box.fault("PUT", "part-00002", "lost")  # stored, but the answer never arrives: sent again, replaced
     box.fault("PATCH", big[0], "503")
     box.fault("PATCH", big[0], "drop")
     box.fault("PATCH", big[0], "expire_tokens")
+    box.fault("POST", f"{big[0]}\\?action=COMPLETE", "lost")  # completing a file again is harmless
     box.fault("GET", "/catalog/batches/", "429")
     monkeypatch.setenv("AEP_CLIENT_SECRET", box.secret)
     cfg = config(box, dataset, f"publish.outbox={tmp_path / 'outbox'}", "aep.upload_workers=3", *LARGE)
@@ -62,7 +60,7 @@ def test_a_folder_arrives_whole_through_faults(box, tmp_path, monkeypatch):
     assert summary.status == "success" and summary.sent_files == 4
     assert summary.metrics["recordsWritten"] == sum(r for r, _ in SIZES) == box.batches[summary.batch].metrics[
         "recordsRead"]
-    _assert_delivered_once(box, manifest, summary.batch)
+    _assert_delivered_once(box, manifest, summary.batch, resent={"part-00002.parquet"})
     assert box.tokens_issued == 2  # the expired token was replaced once
     # The large file: ordered (per file), non-overlapping chunks covering it; retried chunks resent whole.
     size = _files(manifest)[big[0]]["bytes"]
@@ -75,8 +73,10 @@ def test_a_folder_arrives_whole_through_faults(box, tmp_path, monkeypatch):
     assert state["batchId"] == summary.batch and state["status"] == "success"
     assert set(state["files"]) == set(_files(manifest)) and set(state["files"].values()) == {"uploaded"}
 
-    # A second run sends nothing and asks nothing.
+    # A second run sends nothing and asks nothing, even when the delivered files were cleaned up.
     before = len(box.requests)
+    for name in _files(manifest):
+        (manifest.parent / name).unlink()
     again = ingest_job.run(cfg)
     assert again.already and again.batch == summary.batch and len(box.requests) == before
 
@@ -139,6 +139,9 @@ def test_a_killed_ingest_rerun_delivers_exactly_once(box, tmp_path, crash):
 
     rerun = subprocess.run(cmd, env=secret_env(box), capture_output=True, text=True, timeout=120, check=False)
     assert rerun.returncode == 0, rerun.stderr
+    shown = rerun.stdout + rerun.stderr + proc.stdout.read().decode() + proc.stderr.read().decode()
+    assert "access token obtained" in shown and box.secret not in shown
+    assert not [t for t in box.tokens if t in shown]
     assert f"batch {batch} success" in rerun.stdout
     assert len(box.batches) == 1
     _assert_delivered_once(box, manifest, batch)
@@ -153,14 +156,14 @@ def test_a_folder_that_differs_from_its_manifest_is_refused(box, tmp_path, monke
         ingest_job.run(config(box, dataset), str(manifest))
     assert not box.batches
     # Same size, other bytes: caught by the checksum before the file is sent.
-    manifest = published(tmp_path / "y" / "2026-01-01" / "r5", SIZES[:1])
+    manifest = published(tmp_path / "y" / "2026-01-01" / "r5", SIZES[:3])
     target = manifest.parent / "part-00000.parquet"
     data = bytearray(target.read_bytes())
     data[100] ^= 0xFF
     target.write_bytes(bytes(data))
     with pytest.raises(InputError, match="sha256 differs"):
-        ingest_job.run(config(box, dataset), str(manifest))
-    assert not box.uploads
+        ingest_job.run(config(box, dataset, "aep.upload_workers=1"), str(manifest))
+    assert not box.uploads  # the first failure stopped the files queued behind it
 
 
 def test_dry_run_plans_without_credentials_or_requests(box, tmp_path, monkeypatch):

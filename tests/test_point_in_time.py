@@ -103,7 +103,7 @@ def same(a: dict[str, dict], b: dict[str, dict]) -> bool:
     return True
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=7, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(log=logs())
 def test_events_at_or_after_d_change_no_feature_as_of_d(spark, log):

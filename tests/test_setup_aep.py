@@ -9,17 +9,11 @@ import pytest
 from aep import config
 from enrich import publish
 from enrich.aep import setup
-from enrich.aep.sandbox import IDENTITY_MAP, PROFILE_CLASS, Sandbox
+from enrich.aep.sandbox import IDENTITY_MAP, PROFILE_CLASS
 from enrich.errors import ConfigError
 from enrich.jobs import setup_aep as setup_job
 from pipeline import run
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
-
-
-@pytest.fixture
-def box():
-    with Sandbox(tenant="acme") as sandbox:
-        yield sandbox
 
 
 def _field_group(tmp_path):
@@ -36,6 +30,8 @@ def test_setup_creates_once_then_finds_by_title(box, tmp_path, monkeypatch):
     monkeypatch.setenv("AEP_CLIENT_SECRET", box.secret)
     cfg = config(box, None)
     group = _field_group(tmp_path)
+    box.fault("POST", "/catalog/dataSets$", "lost")  # created, answer lost: found, not made twice
+    box.fault("POST", "/tenant/schemas$", "drop")  # cut before it was read: made on the next ask
     first = setup_job.run(cfg, str(group))
     assert first.created == ["field group", "schema", "Profile enablement of the schema", "dataset"]
     schema = box.schemas[first.schema]

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from enrich.config import AepConfig
 from enrich.errors import ConfigError, EnrichError
@@ -38,6 +39,7 @@ SECRET_ENV = "AEP_CLIENT_SECRET"
 REFRESH_MARGIN = dt.timedelta(minutes=5)
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+MIN_MASKED = 6  # shorter values are not masked: they would mask ordinary words (real secrets are long)
 
 _known_secrets: set[str] = set()
 _known_lock = threading.Lock()
@@ -53,6 +55,10 @@ class PlatformError(EnrichError):
         self.status = status
 
 
+class OutcomeUnknown(PlatformError):
+    """A request that creates something was sent and its answer lost: it may or may not have happened."""
+
+
 class Secret:
     """A string that never shows itself: `str()`/`repr()` are masked; `.value` is the secret."""
 
@@ -62,8 +68,9 @@ class Secret:
         if not value:
             raise ValueError("empty secret")
         self._value = value
-        with _known_lock:
-            _known_secrets.add(value)
+        if len(value) >= MIN_MASKED:
+            with _known_lock:
+                _known_secrets.add(value)
 
     @property
     def value(self) -> str:
@@ -164,8 +171,10 @@ def retry_after(response: requests.Response) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+        when = when.replace(tzinfo=dt.UTC)
     return (when - dt.datetime.now(dt.UTC)).total_seconds()
 
 
@@ -202,6 +211,8 @@ class Client:
         self._expires = dt.datetime.min.replace(tzinfo=dt.UTC)
         self._token_lock = threading.Lock()
         self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()  # not the token lock: fetching a token opens a session
         self.tokens_issued = 0
 
     # -- token ---------------------------------------------------------------------------------
@@ -211,7 +222,23 @@ class Client:
         if session is None:
             session = self._local.session = requests.Session()
             session.headers["User-Agent"] = "profile-enrichment"
+            with self._sessions_lock:
+                self._sessions.append(session)
         return session
+
+    def close(self) -> None:
+        """Close every thread's connection pool."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+            self._local = threading.local()
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def token(self, stale: Secret | None = None) -> Secret:
         """A valid access token; a new one when it is near expiry or equals `stale` (it got a 401)."""
@@ -241,7 +268,15 @@ class Client:
     # -- requests ------------------------------------------------------------------------------
 
     def url(self, path: str) -> str:
-        return path if path.startswith(("http://", "https://")) else f"{self.platform}{path}"
+        """The platform URL of a path; an absolute URL (a listing's link) only on the platform's own
+        scheme and host, since the request carries the token."""
+        if not path.startswith(("http://", "https://")):
+            return f"{self.platform}{path}"
+        given, own = urlsplit(path), urlsplit(self.platform)
+        if (given.scheme, given.netloc) != (own.scheme, own.netloc):
+            raise PlatformError(f"refusing to send credentials to {given.scheme}://{given.netloc} (a link the "
+                                f"platform returned); only {own.scheme}://{own.netloc} is trusted")
+        return path
 
     def headers(self, token: Secret, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {token.value}", "x-api-key": str(self.cfg.client_id),
@@ -251,19 +286,23 @@ class Client:
 
     def call(self, method: str, path: str, *, what: str, json: Any = None, data: Callable[[], Any] | None = None,
              headers: Mapping[str, str] | None = None, params: Mapping[str, Any] | None = None,
-             ok: Iterable[int] = (200, 201, 202, 204, 206), stream: bool = False) -> requests.Response:
+             ok: Iterable[int] = (200, 201, 202, 204, 206), stream: bool = False,
+             idempotent: bool = True) -> requests.Response:
         """One platform call with the auth headers, retried as the module doc says.
 
         `data` is a factory (a fresh file object or bytes per try, so a retried upload resends it
-        whole); `what` names the call in errors and logs ("upload part-00001.parquet").
+        whole); `what` names the call in errors and logs ("upload part-00001.parquet"). A call that
+        is not `idempotent` (creating an object) is retried only when it certainly did nothing: an
+        error status, or no connection made; when the request may have been carried out and the
+        answer was lost, `OutcomeUnknown` is raised so that the caller can look before retrying.
         """
         return self._send(method, self.url(path), auth=True, what=what, json=json, data=data, headers=headers,
-                          params=params, ok=frozenset(ok), stream=stream)
+                          params=params, ok=frozenset(ok), stream=stream, idempotent=idempotent)
 
     def _send(self, method: str, url: str, *, auth: bool, what: str, json: Any = None,
               data: Callable[[], Any] | None = None, headers: Mapping[str, str] | None = None,
               params: Mapping[str, Any] | None = None, ok: frozenset[int] = frozenset({200, 201}),
-              stream: bool = False) -> requests.Response:
+              stream: bool = False, idempotent: bool = True) -> requests.Response:
         started = time.monotonic()
         attempt, refreshed = 0, False
         while True:
@@ -291,8 +330,13 @@ class Client:
                 problem = f"{response.status_code} {platform_message(response)}"
                 wait = retry_after(response)
                 response.close()
+            except requests.exceptions.SSLError as exc:
+                raise PlatformError(f"{what}: TLS verification failed for {_shown(url)}: {_reason(exc)}") from None
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 problem = f"{type(exc).__name__}"
+                if not idempotent and not _not_sent(exc):
+                    raise OutcomeUnknown(f"{what}: {method} {_shown(url)}: {problem} after the request was "
+                                         "sent; it may have been carried out") from None
             finally:
                 if hasattr(body, "close"):
                     body.close()
@@ -305,6 +349,12 @@ class Client:
             log.warning("%s: %s; try %d of %d in %.1fs", what, problem, attempt + 1, self.retry.attempts, delay)
             self._sleep(delay)
 
+    def pause(self, attempt: int, why: str) -> None:
+        """Back off before retry `attempt + 1` of something longer than one request (a download)."""
+        delay = self.retry.delay(attempt, None)
+        log.warning("%s in %.1fs", why, delay)
+        self._sleep(delay)
+
     def json(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
         response = self.call(method, path, what=what, **kwargs)
         if response.status_code == 204 or not response.content:
@@ -314,6 +364,18 @@ class Client:
         except ValueError:
             raise PlatformError(f"{what}: {method} {_shown(self.url(path))} answered {response.status_code} "
                                 f"with a body that is not JSON") from None
+
+
+def _not_sent(exc: Exception) -> bool:
+    """The connection was never made (refused, or timed out connecting): nothing reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.NewConnectionError)
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc.args[0] if exc.args else exc)[:300]
 
 
 def _shown(url: str) -> str:

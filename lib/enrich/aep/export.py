@@ -80,7 +80,7 @@ def successful_batches(client: Client, dataset: str) -> list[str]:
             "dataSet": dataset, "status": "success", "orderBy": "asc:created", "start": start, "limit": PAGE})
         if not isinstance(page, dict):
             raise PlatformError(f"batches of dataset {dataset}: expected an object keyed by batch id")
-        if not page:  # the platform may hold fewer per page than asked: stop at the first empty one
+        if not page or set(page) <= set(found):  # past the last page (or a platform ignoring `start`)
             break
         for batch, info in page.items():
             found[batch] = int((info or {}).get("created", 0))
@@ -115,6 +115,11 @@ def batch_files(client: Client, batch: str) -> list[Remote]:
                 f"{EXPORT}/files/{file_id}?path={entry['name']}"
             out.append(Remote(batch, file_id, entry["name"], int(entry["length"]), href))
     return out
+
+
+def _range_start(response: requests.Response) -> int | None:
+    m = re.fullmatch(r"bytes (\d+)-\d+/\d+", response.headers.get("Content-Range", ""))
+    return int(m.group(1)) if m else None
 
 
 def _safe_name(name: str) -> str:
@@ -158,9 +163,11 @@ class Export:
                              names=sorted(str(t.relative_to(self.folder)) for t in targets))
 
     def download(self, target: Path, remote: Remote) -> None:
+        """Fetch one file into its partial, resuming with `Range`, at most `aep.max_attempts` passes
+        that end short (a cut, or a server that sent less than it listed), with backoff between them."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.partial")
-        cuts = 0
+        short = 0
         while True:
             have = partial.stat().st_size if partial.exists() else 0
             if have > remote.bytes:
@@ -168,29 +175,29 @@ class Export:
                 have = 0
             if have == remote.bytes:
                 break
+            if short >= self.cfg.max_attempts:
+                raise PlatformError(f"download {remote.name}: still {have} of {remote.bytes} bytes after {short} "
+                                    f"short passes (aep.max_attempts={self.cfg.max_attempts})")
+            if short:
+                self.client.pause(short, f"download {remote.name}: {have} of {remote.bytes} bytes; resuming")
             if have:
                 with self.lock:
                     self.resumed += 1
-                log.info("%s: resuming at byte %d of %d", remote.name, have, remote.bytes)
             headers = {"Range": f"bytes={have}-"} if have else {}
             response = self.client.call("GET", remote.href, what=f"download {remote.name}", headers=headers,
                                         stream=True, ok=(200, 206))
-            mode = "ab" if have and response.status_code == 206 else "wb"
+            mode = "ab" if have and response.status_code == 206 and _range_start(response) == have else "wb"
             try:
                 with open(partial, mode) as out:
                     for block in response.iter_content(BLOCK):
                         out.write(block)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                cuts += 1
-                if cuts >= self.cfg.max_attempts:
-                    raise PlatformError(f"download {remote.name}: cut {cuts} times (last: {type(exc).__name__})") \
-                        from None
-                log.warning("download %s cut (%s); resuming", remote.name, type(exc).__name__)
+                log.warning("download %s cut (%s)", remote.name, type(exc).__name__)
             finally:
                 response.close()
+            if partial.stat().st_size != remote.bytes:
+                short += 1
         os.replace(partial, target)
-        if target.stat().st_size != remote.bytes:
-            raise PlatformError(f"{target}: {target.stat().st_size} bytes, the platform lists {remote.bytes}")
 
     def write_manifest(self, batches: list[str], targets: dict[Path, Remote]) -> None:
         manifest = {

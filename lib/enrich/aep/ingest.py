@@ -11,9 +11,11 @@ a state that a re-run continues from:
     batch success           nothing to do
     batch failed/aborted    report its errors; `--retry-failed` starts a new batch
 
-A file confirmed by the platform (200/201) is never sent again. A file whose upload was cut
-before the confirmation is sent again under the same name in the same batch, which replaces the
-partial one: the batch holds each file once.
+A file confirmed by the platform (200/201) and recorded is never sent again. A file whose upload
+was cut, or whose confirmation was lost (or the process died before recording it), is sent again
+under the same name in the same batch, which replaces the earlier copy: the batch holds each file
+once. Large files restart from their first chunk. Creating a batch whose answer is lost is asked
+again; the first batch, if it was made, stays empty and is never completed, so it delivers nothing.
 """
 
 from __future__ import annotations
@@ -94,9 +96,10 @@ class FilePlan:
         return bool(self.chunks)
 
 
-def plan(manifest_path: Path, cfg: AepConfig) -> tuple[dict[str, Any], list[FilePlan]]:
+def plan(manifest_path: Path, cfg: AepConfig, check_files: bool = True) -> tuple[dict[str, Any], list[FilePlan]]:
     """Read and check the manifest (files present with their sizes, platform guardrails) and plan
-    each file's upload: one PUT up to `aep.large_file_mb`, chunks of `aep.chunk_mb` above."""
+    each file's upload: one PUT up to `aep.large_file_mb`, chunks of `aep.chunk_mb` above.
+    `check_files=False` plans from the manifest alone (a delivered folder may be cleaned up)."""
     try:
         manifest = json.loads(manifest_path.read_text())
         listed = manifest["files"]
@@ -121,10 +124,10 @@ def plan(manifest_path: Path, cfg: AepConfig) -> tuple[dict[str, Any], list[File
     for f in listed:
         path = manifest_path.parent / f["name"]
         size = int(f["bytes"])
-        if not path.is_file():
+        if check_files and not path.is_file():
             problems.append(f"{f['name']} is missing")
             continue
-        if path.stat().st_size != size:
+        if check_files and path.stat().st_size != size:
             problems.append(f"{f['name']} has {path.stat().st_size} bytes, the manifest says {size}")
             continue
         chunks = tuple(chunks_of(size, chunk)) if size > large else ()
@@ -244,8 +247,9 @@ class Ingest:
             raise ConfigError("set aep.dataset_id (jobs/setup_aep.py prints it)")
         self.client, self.cfg, self.sleep = client, cfg, sleep
         self.manifest_path = manifest_path
-        self.manifest, self.files = plan(manifest_path, cfg)
         self.state = State(manifest_path.parent / STATE)
+        delivered = bool(self.state.data.get("batchId")) and self.state.data.get("status") == "success"
+        self.manifest, self.files = plan(manifest_path, cfg, check_files=not delivered)
         self.progress_stream = progress_stream
         known = self.state.data.get("datasetId")
         if known and known != cfg.dataset_id and self.state.data.get("batchId"):
@@ -326,10 +330,20 @@ class Ingest:
         if done:
             log.info("batch %s: %d file(s) already uploaded, %d to go", batch, len(done), len(todo))
         with ThreadPoolExecutor(max_workers=self.cfg.upload_workers, thread_name_prefix="upload") as pool:
-            futures = {pool.submit(self.upload_file, batch, f, progress): f for f in todo}
+            stop = threading.Event()  # set by the first failure: the uploads not yet started do not start
+            futures = [pool.submit(self.upload_or_stop, batch, f, progress, stop) for f in todo]
             for future in as_completed(futures):
                 future.result()
         return len(todo)
+
+    def upload_or_stop(self, batch: str, f: FilePlan, progress: Progress, stop: threading.Event) -> None:
+        if stop.is_set():
+            return
+        try:
+            self.upload_file(batch, f, progress)
+        except BaseException:
+            stop.set()
+            raise
 
     def upload_file(self, batch: str, f: FilePlan, progress: Progress) -> None:
         if _sha256(f.path) != f.sha256:

@@ -10,8 +10,9 @@ It checks what the real platform checks (credentials, the four headers, dataset 
 limits, batch states, chunk ranges) and keeps what it received so tests can assert on it: every
 complete upload (file, bytes, sha256), every chunk range, every batch completion. Faults are
 queued with `Sandbox.fault(...)`: 429 with or without `Retry-After`, 5xx, a connection dropped
-mid-upload, a response slower than the client's timeout, a download cut half-way, tokens expiring, a request held until
-released (to kill a client between uploads), and batches that end `failed`.
+mid-upload, a request carried out whose answer is lost, a response slower than the client's
+timeout, a download cut half-way, tokens expiring, a request held until released (to kill a
+client between uploads), and batches that end `failed`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 SMALL_FILE_LIMIT = 256 * 1024 * 1024
 PROFILE_CLASS = "https://ns.adobe.com/xdm/context/profile"
 IDENTITY_MAP = "https://ns.adobe.com/xdm/context/identitymap"
-FAULT_KINDS = ("429", "500", "503", "drop", "slow", "expire_tokens", "hold", "cut")
+FAULT_KINDS = ("429", "500", "503", "drop", "lost", "slow", "expire_tokens", "hold", "cut")
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Sandbox:
         self.completions: Counter[str] = Counter()
         self.requests: list[tuple[str, str, int]] = []
         self.faults: list[Fault] = []
+        self.errors: list[str] = []  # the sandbox's own failures (tests assert there are none)
         self.fail_next: list[dict[str, Any]] | None = None
         self.exports: dict[str, dict[str, bytes]] = {}  # dataSetFileId -> name -> bytes
         self.batch_files: dict[str, list[str]] = {}  # batch id -> dataSetFileIds
@@ -129,7 +131,8 @@ class Sandbox:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> Sandbox:
-        self._thread = threading.Thread(target=self.server.serve_forever, name="aep-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="aep-sandbox", daemon=True)
         self._thread.start()
         return self
 
@@ -258,10 +261,19 @@ def _handler(box: Sandbox) -> type[BaseHTTPRequestHandler]:
                 raise Reply(200, {})
             except Reply as reply:
                 self._log(method, path, reply.status)  # before answering: a test may look right after
+                if fault is not None and fault.kind == "lost":  # carried out, but the answer never arrives
+                    self.connection.shutdown(2)
+                    self.close_connection = True
+                    return
                 self._send(reply, cut=fault is not None and fault.kind == "cut")
             except _Dropped:
                 self._log(method, path, -1)
                 self.close_connection = True
+            except Exception as exc:  # a bug here must not look like a transient fault to the client
+                with box.lock:
+                    box.errors.append(f"{method} {path}: {type(exc).__name__}: {exc}")
+                self._log(method, path, 500)
+                self._send(Reply(500, {"title": "sandbox error", "detail": f"{type(exc).__name__}: {exc}"}))
 
         def _log(self, method: str, path: str, status: int) -> None:
             with box.lock:
@@ -354,7 +366,9 @@ def _token(box: Sandbox, body: bytes) -> None:
         raise Reply(400, {"error": "unsupported_grant_type",
                           "error_description": "grant_type must be client_credentials"})
     if form.get("client_id") != box.client_id or form.get("client_secret") != box.secret:
-        raise Reply(400, {"error": "invalid_client", "error_description": "invalid client_id or client_secret"})
+        # Echoes what it was sent, as careless servers do: the client must mask it in its errors.
+        raise Reply(400, {"error": "invalid_client", "error_description":
+                          f"invalid client_id or client_secret {form.get('client_secret')!r}"})
     if not form.get("scope"):
         raise Reply(400, {"error": "invalid_scope", "error_description": "scope is required"})
     with box.lock:
@@ -436,6 +450,8 @@ def file_action(c: Call) -> None:
             raise Reply(201, {})
         if action == "COMPLETE":
             parts = batch.large.get(name)
+            if parts is None and name in batch.files:
+                raise Reply(201, {})  # completed already: repeating it is harmless, like the batch's
             if parts is None:
                 raise _error(400, "not_initialized", f"{name}: COMPLETE before INITIALIZE")
             total = batch.totals.get(name, 0)

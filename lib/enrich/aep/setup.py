@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from enrich.aep.client import Client, PlatformError
+from enrich.aep.client import Client, OutcomeUnknown, PlatformError
 from enrich.config import Config
 from enrich.errors import ConfigError, InputError
 
@@ -74,6 +75,27 @@ def _find(client: Client, kind: str, title: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+def _datasets(client: Client, name: str) -> dict[str, Any]:
+    found = client.json("GET", DATASETS, what=f"find dataset {name!r}", params={"property": f"name=={name}"})
+    return {k: v for k, v in found.items() if isinstance(v, dict) and v.get("name") == name}
+
+
+def _create(client: Client, path: str, what: str, body: Any, find: Callable[[], Any]) -> Any:
+    """POST `body`; when the answer was lost, look for the object before asking again (a blind retry
+    could create it twice)."""
+    for _ in range(client.retry.attempts):
+        try:
+            return client.json("POST", path, what=what, json=body, ok=(201,), idempotent=False,
+                               headers={"Accept": "application/vnd.adobe.xed+json"} if REGISTRY in path else None)
+        except OutcomeUnknown as exc:
+            found = find()
+            if found is not None:
+                log.warning("%s: the answer was lost but the object exists; using it", what)
+                return found
+            log.warning("%s; it did not happen, asking again", exc)
+    raise PlatformError(f"{what}: no answer after {client.retry.attempts} tries")
+
+
 def plan_requests(cfg: Config, group: dict[str, Any]) -> list[str]:
     """The calls made on a sandbox where nothing exists yet (for `--dry-run`)."""
     a = cfg.aep
@@ -117,18 +139,18 @@ def run(client: Client, cfg: Config, group: dict[str, Any]) -> SetupSummary:
 
     found = _find(client, "fieldgroups", a.field_group_title)
     if found is None:
-        found = client.json("POST", f"{REGISTRY}/tenant/fieldgroups", what="create field group", json=group,
-                            headers={"Accept": "application/vnd.adobe.xed+json"}, ok=(201,))
+        found = _create(client, f"{REGISTRY}/tenant/fieldgroups", "create field group", group,
+                        lambda: _find(client, "fieldgroups", a.field_group_title))
         out.created.append("field group")
     out.field_group = found["$id"]
 
     schema = _find(client, "schemas", a.schema_title)
     if schema is None:
-        schema = client.json("POST", f"{REGISTRY}/tenant/schemas", what="create schema", ok=(201,),
-                             headers={"Accept": "application/vnd.adobe.xed+json"}, json={
-                                 "title": a.schema_title, "type": "object",
-                                 "description": "Profiles with the insights published by profile-enrichment.",
-                                 "allOf": [{"$ref": PROFILE_CLASS}, {"$ref": out.field_group}, {"$ref": IDENTITY_MAP}]})
+        schema = _create(client, f"{REGISTRY}/tenant/schemas", "create schema", {
+            "title": a.schema_title, "type": "object",
+            "description": "Profiles with the insights published by profile-enrichment.",
+            "allOf": [{"$ref": PROFILE_CLASS}, {"$ref": out.field_group}, {"$ref": IDENTITY_MAP}]},
+            lambda: _find(client, "schemas", a.schema_title))
         out.created.append("schema")
     out.schema = schema["$id"]
     alt = quote(schema.get("meta:altId") or out.schema, safe="")
@@ -147,9 +169,7 @@ def run(client: Client, cfg: Config, group: dict[str, Any]) -> SetupSummary:
                     json=[{"op": "add", "path": "/meta:immutableTags", "value": ["union"]}])
         out.created.append("Profile enablement of the schema")
 
-    datasets = client.json("GET", DATASETS, what=f"find dataset {a.dataset_name!r}",
-                           params={"property": f"name=={a.dataset_name}"})
-    mine = {k: v for k, v in datasets.items() if v.get("name") == a.dataset_name}
+    mine = _datasets(client, a.dataset_name)
     if len(mine) > 1:
         raise PlatformError(f"{len(mine)} datasets are named {a.dataset_name!r} ({', '.join(sorted(mine))}); "
                             "set aep.dataset_id to the one to use")
@@ -165,10 +185,14 @@ def run(client: Client, cfg: Config, group: dict[str, Any]) -> SetupSummary:
                         json=[{"op": "add", "path": f"/tags/{k}", "value": v} for k, v in PROFILE_TAGS.items()])
             out.created.append("Profile enablement of the dataset")
     else:
-        made = client.json("POST", DATASETS, what="create dataset", ok=(201,), json={
+        def existing() -> list[str] | None:
+            again = _datasets(client, a.dataset_name)
+            return [f"@/dataSets/{k}" for k in again] or None
+
+        made = _create(client, DATASETS, "create dataset", {
             "name": a.dataset_name, "description": "Insights published by profile-enrichment.",
             "schemaRef": {"id": out.schema, "contentType": "application/vnd.adobe.xed-full+json;version=1"},
-            "tags": PROFILE_TAGS})
+            "tags": PROFILE_TAGS}, existing)
         out.dataset = str(made[0]).rsplit("/", 1)[-1]
         out.created.append("dataset")
     return out

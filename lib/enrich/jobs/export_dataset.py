@@ -23,8 +23,10 @@ PROG = "export_dataset"
 
 
 def run(cfg: Config, dataset: str, batches: list[str] | None = None, client: Client | None = None) -> ExportSummary:
-    client = client or Client(cfg.aep, client_secret(cfg.aep))
-    return Export(client, cfg.aep, cfg.export_path, dataset).run(batches or None)
+    if client is not None:
+        return Export(client, cfg.aep, cfg.export_path, dataset).run(batches or None)
+    with Client(cfg.aep, client_secret(cfg.aep)) as own:
+        return Export(own, cfg.aep, cfg.export_path, dataset).run(batches or None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,8 +36,10 @@ def run(cfg: Config, manifest: str | None = None, dry_run: bool = False, retry_f
         path = path / "manifest.json"
     if dry_run:
         return Ingest(None, cfg.aep, path).dry_run()
-    client = client or Client(cfg.aep, client_secret(cfg.aep))
-    return Ingest(client, cfg.aep, Path(path)).run(retry_failed=retry_failed)
+    if client is not None:
+        return Ingest(client, cfg.aep, Path(path)).run(retry_failed=retry_failed)
+    with Client(cfg.aep, client_secret(cfg.aep)) as own:
+        return Ingest(own, cfg.aep, Path(path)).run(retry_failed=retry_failed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

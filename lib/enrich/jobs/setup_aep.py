@@ -32,8 +32,10 @@ def run(cfg: Config, field_group: str | None = None, dry_run: bool = False,
     group = setup.read_field_group(Path(path), cfg)
     if dry_run:
         return setup.SetupSummary(requests=setup.plan_requests(cfg, group))
-    client = client or Client(cfg.aep, client_secret(cfg.aep))
-    return setup.run(client, cfg, group)
+    if client is not None:
+        return setup.run(client, cfg, group)
+    with Client(cfg.aep, client_secret(cfg.aep)) as own:
+        return setup.run(own, cfg, group)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
