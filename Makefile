@@ -9,7 +9,8 @@ PY     := $(VENV)/bin/python
 JARS   := .jars
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features aep-sandbox clean distclean
+.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features aep-sandbox cluster-up cluster-down mlflow-server \
+	clean distclean
 
 setup: check-tools $(VENV)/.installed $(JARS)/.fetched
 
@@ -23,7 +24,7 @@ check-tools:
 $(VENV)/.installed: setup.py lib/enrich/_versions.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[spark,test]'
 	@touch $@
 
 # Re-fetched only when the Delta version changes.
@@ -41,11 +42,9 @@ DEMO_MODELS ?= conversion churn clv affinity segments
 DEMO_SCORE_DATE ?= 2026-01-01
 
 demo: setup
-	$(PY) jobs/generate_data.py
-	$(PY) jobs/build_features.py --set 'features.as_of_dates=$(DEMO_DATES)'
-	$(PY) jobs/train.py --set 'training.as_of_dates=$(DEMO_DATES)' $(foreach m,$(DEMO_MODELS),--model conf/models/$(m).yaml)
-	$(PY) jobs/score.py --set as_of=$(DEMO_SCORE_DATE)
-	$(PY) jobs/publish.py --set as_of=$(DEMO_SCORE_DATE) --allow-drift
+	$(PY) jobs/pipeline.py --set 'pipeline.stages=[generate, features, train, score, publish]' \
+		--set 'features.as_of_dates=$(DEMO_DATES)' --set 'training.as_of_dates=$(DEMO_DATES)' \
+		--set as_of=$(DEMO_SCORE_DATE) $(foreach m,$(DEMO_MODELS),--model conf/models/$(m).yaml) --allow-drift
 
 # A loopback stand-in for Adobe Experience Platform (README: "Try it without a platform"). It serves
 # the demo's raw events as dataset `platform-events` for export_dataset, and takes ingestion into `insights`.
@@ -53,6 +52,21 @@ AEP_SANDBOX_PORT ?= 8765
 aep-sandbox: setup
 	$(PY) -m enrich.aep.sandbox --port $(AEP_SANDBOX_PORT) --dataset-id insights \
 		$(if $(wildcard lake/raw/events/_delta_log),--dataset-from platform-events=lake/raw/events)
+
+# A Spark standalone master and two workers on 127.0.0.1 (README: "Run on a cluster"); the master URL
+# is printed and kept in .cluster/cluster.json. cluster-down stops them by process id.
+CLUSTER_WORKERS ?= 2
+cluster-up: setup
+	$(PY) tools/cluster.py up --workers $(CLUSTER_WORKERS)
+
+# A local MLflow tracking server (sqlite store, artifacts served from a folder) for cluster runs.
+MLFLOW_PORT ?= 5000
+mlflow-server: setup
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+		--backend-store-uri sqlite:///mlflow-server.db --artifacts-destination ./mlflow-server-artifacts
+
+cluster-down:
+	@test -x $(PY) || { echo "cluster: not running"; exit 0; }; $(PY) tools/cluster.py down
 
 lint: setup
 	$(VENV)/bin/ruff check lib jobs tests tools bench
@@ -71,8 +85,8 @@ bench-datagen: setup
 bench-features: setup
 	$(PY) bench/features.py
 
-clean:
-	rm -rf lake outbox mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
+clean: cluster-down
+	rm -rf .cluster mlflow-server.db mlflow-server-artifacts lake outbox mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis
 
 distclean: clean
 	rm -rf $(VENV) $(JARS)

@@ -11,9 +11,14 @@ from setuptools import find_packages, setup
 _versions: dict[str, str] = {}
 exec((Path(__file__).parent / "lib" / "enrich" / "_versions.py").read_text(), _versions)
 
-INSTALL_REQUIRES = [
+# Spark itself is an extra: a cluster or Databricks runtime brings its own pyspark and Delta, and a
+# wheel that pulled in another pyspark would shadow the runtime's. `make setup` installs `.[spark,test]`.
+SPARK_REQUIRES = [
     f"pyspark=={_versions['SPARK_VERSION']}",
     f"delta-spark=={_versions['DELTA_VERSION']}",
+]
+
+INSTALL_REQUIRES = [
     "mlflow==3.17.2",
     "pandas==2.3.3",  # PySpark warns on pandas 3
     "pyarrow==25.0.1",
@@ -26,6 +31,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
+    "spark": SPARK_REQUIRES,
     "test": [
         "pytest==9.2.0",
         "hypothesis==6.170.15",
@@ -39,7 +45,7 @@ setup(
     version="0.1.0",
     description="PySpark jobs that turn CDP experience events and profile snapshots into "
     "model-driven profile attributes and deliver them back in bulk.",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11",  # developed and tested on 3.11; Databricks LTS runtimes run 3.12
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     include_package_data=True,
@@ -52,6 +58,7 @@ setup(
             "enrich-train=enrich.jobs.train:main",
             "enrich-score=enrich.jobs.score:main",
             "enrich-publish=enrich.jobs.publish:main",
+            "enrich-pipeline=enrich.jobs.pipeline:main",
             "enrich-ingest=enrich.jobs.ingest:main",
             "enrich-export-dataset=enrich.jobs.export_dataset:main",
             "enrich-setup-aep=enrich.jobs.setup_aep:main",

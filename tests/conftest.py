@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from enrich.config import SparkConfig
 from enrich.session import get_spark
 from pyspark.sql import SparkSession
@@ -31,6 +38,47 @@ def trained(spark, tmp_path_factory):
     from pipeline import train_all
 
     return train_all(spark, tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="session")
+def scored(spark, trained):
+    """(root, args, score output, MLflow client, scores of DAY): the trained champions scored DAY."""
+    from pipeline import score_all
+
+    return score_all(spark, trained)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on loopback: sqlite backend, artifacts served from a local folder."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "served"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        # No background job workers: nothing here submits server-side jobs, and they cost a core for seconds.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            assert server.poll() is None, "mlflow server exited"
+            time.sleep(0.5)
+        else:
+            raise AssertionError("mlflow server did not start")
+        yield url, tmp_path / "served"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 @pytest.fixture

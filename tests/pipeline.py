@@ -4,13 +4,17 @@ training run of all five models into a sqlite MLflow store (built once per test 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 from pathlib import Path
 
 import mlflow
+from enrich import tables
 from enrich.config import load_config
 from enrich.jobs import build_features, generate_data
+from enrich.jobs import score as score_job
 from enrich.jobs import train as train_job
+from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ["conversion", "churn", "clv", "affinity", "segments"]
@@ -24,6 +28,8 @@ TRAIN = ["--set", f"training.as_of_dates={DATES}", "--set", "training.min_positi
 FASTER = {"conversion": ["model.params.maxIter=15", "model.grid.maxDepth=[2, 4]"],
           "churn": ["model.params.numTrees=30"], "clv": ["model.params.maxIter=15"], "affinity": [],
           "segments": ["model.k_range=[3, 4]"]}
+DAY = dt.date(2025, 8, 1)  # scored: after the training dates; its features are built by the scoring job
+FEWER = ["--set", "scoring.factor_candidates=5"]  # each candidate is one more pass of the model
 SEGMENTS = ["--config", str(ROOT / "conf/models/segments.yaml"), "--set", "model.k_range=[3, 4]"]
 
 
@@ -54,3 +60,13 @@ def train_all(spark, root: Path):
     return root, args, summaries
 
 
+
+
+def score_all(spark, trained):
+    """The champions of `train_all` score DAY (building its features) into the same lake."""
+    root, args, _ = trained
+    code, out, err = run(score_job, [*args, "--set", f"as_of={DAY}", *FEWER])
+    assert code == 0, err
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    scores = tables.read(spark, f"{root}/lake/scores", "delta").where(F.col("score_date") == F.lit(DAY))
+    return root, args, out, client, scores

@@ -116,7 +116,7 @@ def test_every_error_is_reported_at_once():
 
 
 def test_unreadable_and_malformed_files(tmp_path):
-    with pytest.raises(ConfigError, match=r"missing.yaml: cannot be read"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: not found \(nor missing\.yaml in the working directory"):
         load_config([tmp_path / "missing.yaml"], env={})
     bad = write(tmp_path, "bad.yaml", "lake: [unclosed\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):

@@ -3,7 +3,6 @@ whose features do not exist yet, drift is checked and logged, and the scores are
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -17,23 +16,9 @@ from enrich.jobs import ingest as ingest_job
 from enrich.jobs import publish as publish_job
 from enrich.jobs import score as score_job
 from enrich.jobs import setup_aep as setup_job
-from mlflow.tracking import MlflowClient
-from pipeline import MODELS, ROOT, run
+from pipeline import DAY, FEWER, MODELS, ROOT, run
 from pyspark.sql import Window
 from pyspark.sql import functions as F
-
-DAY = dt.date(2025, 8, 1)  # after the training dates; its features are built by the scoring job
-FEWER = ["--set", "scoring.factor_candidates=5"]  # each candidate is one more pass of the model
-
-
-@pytest.fixture(scope="module")
-def scored(spark, trained):
-    root, args, _ = trained
-    code, out, err = run(score_job, [*args, "--set", f"as_of={DAY}", *FEWER])
-    assert code == 0, err
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    scores = tables.read(spark, f"{root}/lake/scores", "delta").where(F.col("score_date") == F.lit(DAY))
-    return root, args, out, client, scores
 
 
 def _eligible(spark, root, name):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from enrich import tables
 from enrich.config import SparkConfig
@@ -54,6 +56,12 @@ def test_missing_jars_say_how_to_fetch_them(tmp_path):
 def test_local_session_is_utc_and_has_delta(spark):
     assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
     assert DELTA_EXTENSION in spark.conf.get("spark.sql.extensions")
+
+
+def test_python_workers_run_the_drivers_interpreter(spark):
+    """Not the first `python3` on the PATH, which may lack this environment's packages."""
+    seen = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
+    assert seen == [sys.executable]
 
 
 def test_delta_round_trip_partition_replace_and_time_travel(spark, tmp_path):

@@ -3,19 +3,11 @@ the truth's ceiling, lands in MLflow with its artifacts, registers, gets aliases
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
 import mlflow.spark
 import pytest
-import requests
 from enrich import models, tables
 from enrich.jobs import train as train_job
 from mlflow.tracking import MlflowClient
@@ -113,46 +105,3 @@ def test_too_few_rows_and_missing_feature_dates_are_clear_errors(trained):
     assert "profiles in fit (training.min_positives 1,000,000)" in err
     code, _, err = run(train_job, [*args, *segments, "--set", "training.as_of_dates=[2025-04-01, 2025-07-01]"])
     assert code == 3 and "no features for as-of 2025-04-01; build them first" in err
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on loopback: sqlite backend, artifacts served from a local folder."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "served"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            assert server.poll() is None, "mlflow server exited"
-            time.sleep(0.5)
-        else:
-            raise AssertionError("mlflow server did not start")
-        yield url, tmp_path / "served"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-
-
-def test_trains_through_a_real_tracking_server(trained, mlflow_server):
-    url, served = mlflow_server
-    _, args, _ = trained
-    code, out, err = run(train_job, [*args, *SEGMENTS, "--set", f"mlflow.tracking_uri={url}"])
-    assert code == 0, err
-    assert "segments" in out
-    alias = requests.get(f"{url}/api/2.0/mlflow/registered-models/alias",
-                         params={"name": "segments", "alias": "champion"}, timeout=10).json()
-    assert str(alias["model_version"]["version"]) == "1"
-    assert any(served.rglob("MLmodel")), "the model's files went through the server to its artifact store"

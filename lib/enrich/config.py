@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import difflib
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -429,6 +430,27 @@ class AepConfig(_Section):
     Default `<lake>/raw`."""
 
 
+Stage = Literal["generate", "features", "train", "score", "publish", "ingest"]
+STAGES: tuple[str, ...] = Stage.__args__
+
+
+class PipelineConfig(_Section):
+    stages: list[Stage] = Field(default_factory=lambda: ["features", "train", "score", "publish"], min_length=1)
+    """Stages `jobs/pipeline.py` runs, in this order: a subset of `generate`, `features`, `train`,
+    `score`, `publish`, `ingest` in that order. `generate` writes synthetic data over the raw inputs,
+    so only the demo lists it."""
+    models: list[str] = Field(default_factory=lambda: [
+        f"conf/models/{m}.yaml" for m in ("conversion", "churn", "clv", "affinity", "segments")], min_length=1)
+    """Model config files the `train` stage trains (as `jobs/train.py --model`); `--model` replaces them."""
+
+    @field_validator("stages")
+    @classmethod
+    def _in_order(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or value != sorted(value, key=STAGES.index):
+            raise ValueError(f"stages must be distinct and in pipeline order ({', '.join(STAGES)}), got {value}")
+        return value
+
+
 class Config(_Section):
     lake: str = "./lake"
     """Root folder or URI of the Delta tables (features, scores, quarantine, ...)."""
@@ -462,6 +484,8 @@ class Config(_Section):
     """Published XDM profile records (`jobs/publish.py`)."""
     aep: AepConfig = AepConfig()
     """Adobe Experience Platform: credentials (never the secret), ingestion, export and set-up."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """The stages `jobs/pipeline.py` runs from this one config."""
 
     @field_validator("lake")
     @classmethod
@@ -576,6 +600,21 @@ def parse_set(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def locate(file: str | Path) -> Path:
+    """A config or model file as named, or else by its base name in the working directory: where
+    spark-submit's `--files` puts it for a driver on a cluster node (YARN and Kubernetes cluster
+    deploy mode), so one command line works in client and cluster deploy mode."""
+    path = Path(file)
+    if path.is_file():
+        return path
+    shipped = Path.cwd() / path.name
+    if shipped.is_file():
+        logging.getLogger(__name__).info("config file %s: using %s (shipped with spark-submit --files)", path, shipped)
+        return shipped
+    raise ConfigError(f"config file {path}: not found (nor {path.name} in the working directory {Path.cwd()}, "
+                      "where spark-submit --files puts it)")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -606,8 +645,8 @@ def load_config(
     tree: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for file in files:
-        path = Path(file)
-        _merge(tree, _read_yaml(path), sources, str(path))
+        path = locate(file)
+        _merge(tree, _read_yaml(path), sources, str(file))
     for item in overrides:
         parts, value = parse_set(item)
         nested: Any = value

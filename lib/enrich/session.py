@@ -1,7 +1,7 @@
 """The one SparkSession of a job, made at its entry point, wired for Delta wherever it runs.
 
-- local: `local[*]`, the Delta jars fetched by `make setup` on the classpath, UTC, adaptive
-  execution, few shuffle partitions;
+- local: `local[*]`, the Delta jars fetched by `make setup` on the classpath, Python workers on the
+  driver's interpreter, UTC, adaptive execution, few shuffle partitions;
 - cluster (launched by spark-submit): keep everything spark-submit configured, add only what is
   missing (the Delta extension and catalog, UTC);
 - Databricks: reuse the job's session; Delta is built in and the jars are never touched.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -109,6 +110,9 @@ def get_spark(cfg: SparkConfig) -> SparkSession:
     builder = SparkSession.builder
     if mode == "local":
         settings = local_conf(cfg, delta_jars(cfg))
+        # Python workers run this interpreter, with this environment's packages, not whatever
+        # `python3` is first on the PATH (PySpark reads only the variable, not spark.pyspark.python).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     else:
         SparkContext._ensure_initialized()  # the gateway spark-submit opened; loads its conf
         existing = dict(SparkConf().getAll())

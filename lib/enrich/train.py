@@ -236,6 +236,18 @@ def _windows(schema: StructType) -> list[int]:
                   if f.name.startswith("revenue_") and f.name.endswith("d"))
 
 
+def in_stable_order(rows: DataFrame) -> DataFrame:
+    """`rows` partitioned by profile and sorted within each partition: an order fixed by the data.
+
+    Learners add up statistics row by row, and the rows of a shuffle arrive in whatever order the
+    blocks were fetched, which differs between runs and between local mode and a cluster. A float
+    sum in another order can flip a near-tie between two splits (count features that cut the
+    training rows identically) and give a different tree. In a fixed order the same data, seed and
+    `spark.sql.shuffle.partitions` give the same model on a laptop and on a cluster.
+    """
+    return rows.repartition("profile_id").sortWithinPartitions("profile_id", "as_of_date")
+
+
 def train_supervised(rows: DataFrame, dates: Sequence[dt.date], cfg: Config,
                      truth: DataFrame | None = None) -> TrainResult:
     """conversion, churn or clv: `rows` are eligible feature rows with `label` (see `labels.labelled`)."""
@@ -243,6 +255,7 @@ def train_supervised(rows: DataFrame, dates: Sequence[dt.date], cfg: Config,
     kind, algorithm = model_cfg.kind, model_cfg.estimator
     fitting_dates, validation_date = split_dates(dates)
     fit, valid = out_of_time(rows, dates)
+    fit = in_stable_order(fit)
     counts = _label_counts(fit, valid)
     check_label_counts(counts, cfg)
     features = feature_columns(rows.schema, model_cfg)
@@ -439,7 +452,7 @@ def train_segments(rows: DataFrame, dates: Sequence[dt.date], cfg: Config) -> Tr
     if missing:
         raise InputError(f"segments need feature columns {missing} (features.windows_days must include 90 and 365)")
     fit, valid = out_of_time(rows, dates)
-    fit = fit.persist()
+    fit = in_stable_order(fit).persist()
     counts = {"fit_rows": fit.count(), "validation_rows": valid.count()}
     counts["fit_positives"], counts["validation_positives"] = counts["fit_rows"], counts["validation_rows"]
     check_label_counts(counts, cfg)

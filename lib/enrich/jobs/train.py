@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from enrich import drift, identity, labels, quality, registry, score, tables
 from enrich import train as training
-from enrich.config import Config, load_config
+from enrich.config import Config, load_config, locate
 from enrich.errors import InputError
 from enrich.jobs import build_features
 from enrich.jobs.cli import parser, run_job
@@ -256,7 +256,7 @@ def run(spark: SparkSession, configs: Sequence[tuple[Config, str | None]], promo
 
 
 def _model_source(path: str) -> bool:
-    data = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+    data = yaml.safe_load(locate(path).read_text())
     return isinstance(data, dict) and "model" in data
 
 
