@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 JARS   := .jars
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features aep-sandbox cluster-up cluster-down mlflow-server \
+.PHONY: setup check-tools demo test lint docs bench bench-datagen bench-features bench-btyd aep-sandbox cluster-up cluster-down mlflow-server \
 	clean distclean
 
 setup: check-tools $(VENV)/.installed $(JARS)/.fetched
@@ -77,13 +77,16 @@ test: setup lint
 docs: setup
 	$(PY) tools/config_table.py README.md
 
-bench: bench-datagen bench-features
+bench: bench-datagen bench-features bench-btyd
 
 bench-datagen: setup
 	$(PY) bench/datagen.py
 
 bench-features: setup
 	$(PY) bench/features.py
+
+bench-btyd: setup
+	$(PY) bench/btyd.py
 
 clean: cluster-down
 	rm -rf .cluster mlflow-server.db mlflow-server-artifacts lake outbox mlruns mlartifacts mlflow.db spark-warehouse metastore_db derby.log build dist .pytest_cache .ruff_cache .hypothesis

@@ -108,6 +108,12 @@ while [[ $# -gt 0 ]]; do
 	esac
 done
 
+# The pipeline's default model files (pipeline.models, conf/models/*.yaml) are shipped when it names
+# none, so its train stage finds them in cluster deploy mode too.
+if [[ "$JOB" == pipeline && -z "$(printf '%s\n' "${ARGS[@]}" | grep -E '^--model(=|$)')" ]]; then
+	for f in "$ROOT"/conf/models/*.yaml; do ship --model "$f"; done
+fi
+
 VENV_PY="$ROOT/.venv/bin/python"
 if [[ -n "${SPARK_HOME:-}" ]]; then
 	SUBMIT="$SPARK_HOME/bin/spark-submit"
@@ -121,12 +127,18 @@ fi
 # The wheel, built again only when a source is newer than it. Built beside and moved into place, so
 # two submissions at once never ship half a file.
 VERSION=$(sed -n 's/^ *version="\(.*\)",/\1/p' "$ROOT/setup.py")
+[[ -n "$VERSION" ]] || die "no version=\"...\" line in $ROOT/setup.py"
 WHEEL="$ROOT/dist/profile_enrichment-$VERSION-py3-none-any.whl"
 changed() {
 	# A changed, added or removed source (a removal touches its folder); caches and build metadata aside.
 	find "$ROOT/lib" "$ROOT/setup.py" -newer "$WHEEL" -not -path '*/__pycache__*' -not -path '*.egg-info*' \
 		-not -name '*.pyc' -print -quit
 }
+mkdir -p "$ROOT/dist"
+if command -v flock >/dev/null; then
+	exec 9>"$ROOT/dist/.build.lock" # one build at a time: setuptools builds in the source folder
+	flock 9
+fi
 if [[ ! -f "$WHEEL" || -n "$(changed)" ]]; then
 	PIP_PY="${VENV_PY}"
 	[[ -x "$PIP_PY" ]] || PIP_PY=$(command -v python3) || die "no Python to build the wheel with"
@@ -134,11 +146,11 @@ if [[ ! -f "$WHEEL" || -n "$(changed)" ]]; then
 	trap 'rm -rf "$BUILD"' EXIT
 	echo "$PROG: building $(basename "$WHEEL")" >&2
 	"$PIP_PY" -m pip wheel --quiet --no-deps --wheel-dir "$BUILD" "$ROOT" >&2 || die "building the wheel failed"
-	mkdir -p "$ROOT/dist"
 	mv -f "$BUILD"/profile_enrichment-*.whl "$WHEEL"
 	rm -rf "$BUILD" "$ROOT/build" # setuptools leaves its build tree in the source folder
 	trap - EXIT
 fi
+exec 9>&-
 
 declare -a SUBMIT_ARGS=(--name "profile-enrichment-$JOB" --py-files "$WHEEL")
 [[ -z "${SPARK_MASTER:-}" ]] || SUBMIT_ARGS+=(--master "$SPARK_MASTER")
@@ -156,15 +168,20 @@ else
 	SUBMIT_ARGS+=(--jars "$(IFS=,; echo "${JARS[*]}")")
 fi
 
-# The same Python on the driver and, where they share this host, on the executors.
+# The same Python on the driver and, where they share this host, on the executors. Without
+# SPARK_MASTER the master is spark-defaults.conf's, or local.
 if [[ -x "$VENV_PY" ]]; then
 	export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$VENV_PY}"
-	case "${SPARK_MASTER:-local}" in
+	DEFAULTS="${SPARK_CONF_DIR:-$(dirname "$(dirname "$SUBMIT")")/conf}/spark-defaults.conf"
+	MASTER="${SPARK_MASTER:-$(sed -n 's/^spark\.master[[:space:]=]*//p' "$DEFAULTS" 2>/dev/null | tail -1)}"
+	case "${MASTER:-local}" in
 	local* | spark://127.0.0.1:* | spark://localhost:*) export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$VENV_PY}" ;;
 	esac
 fi
 
+set -f # SPARK_SUBMIT_ARGS is split into words, never expanded as file patterns
 # shellcheck disable=SC2206  # SPARK_SUBMIT_ARGS is a list of words on purpose
 EXTRA=(${SPARK_SUBMIT_ARGS:-})
+set +f
 echo "$PROG: $SUBMIT ${SUBMIT_ARGS[*]} ${EXTRA[*]} $SCRIPT ${ARGS[*]}" >&2
 exec "$SUBMIT" "${SUBMIT_ARGS[@]}" "${EXTRA[@]}" "$SCRIPT" "${ARGS[@]}"

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
     os.environ.pop("PYSPARK_GATEWAY_PORT", None)
+    os.environ.pop("PYSPARK_PYTHON", None)  # the session sets it (test_session checks)
     session = get_spark(SparkConfig(mode="local", master="local[2]", shuffle_partitions=2,
                                     driver_memory="2g", app_name="profile-enrichment-tests"))
     session.sparkContext.setLogLevel("ERROR")

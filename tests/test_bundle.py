@@ -18,13 +18,20 @@ JOB = BUNDLE["resources"]["jobs"]["profile_enrichment"]
 TASKS = {t["task_key"]: t for t in JOB["tasks"]}
 WHEEL_TASKS = [t for t in JOB["tasks"] if "python_wheel_task" in t]
 SAMPLE = {"job.parameters.as_of": "2026-01-01", "job.start_time.iso_date": "2026-01-01"}
+# What a deployment supplies for the variables that have no default.
+DEPLOY = {"aep_org_id": "0123456789ABCDEF@AdobeOrg", "aep_client_id": "a1b2c3", "aep_dataset_id": "64f0c0ffee"}
+
+
+def variable(name: str) -> str:
+    spec = BUNDLE["variables"][name]
+    return str(spec["default"]) if "default" in spec else DEPLOY[name]
 
 
 def resolve(value: str) -> str:
     """A parameter as the job sees it: bundle variables and workspace paths substituted, dynamic
     value references given sample values."""
     value = value.replace("${workspace.file_path}", str(ROOT))
-    value = re.sub(r"\$\{var\.(\w+)\}", lambda m: str(BUNDLE["variables"][m.group(1)]["default"]), value)
+    value = re.sub(r"\$\{var\.(\w+)\}", lambda m: variable(m.group(1)), value)
     value = re.sub(r"\{\{([\w.]+)\}\}", lambda m: SAMPLE[m.group(1)], value)
     assert "${" not in value and "{{" not in value, value
     return value
@@ -75,8 +82,12 @@ def test_every_wheel_task_runs_a_job_that_accepts_its_parameters(task, monkeypat
         assert cfg.spark.mode == "databricks" and cfg.mlflow.tracking_uri == "databricks"
         assert cfg.lake == f"/Volumes/{env['ENRICH_CATALOG']}/{env['ENRICH_SCHEMA']}/{env['ENRICH_VOLUME']}"
         assert cfg.publish.outbox.startswith(cfg.lake)
-    if wheel["entry_point"] in {"enrich-features", "enrich-score", "enrich-publish"}:
+    if wheel["entry_point"] in {"enrich-score", "enrich-publish"} or task["task_key"] == "features":
         assert cfg.as_of is not None
+    if wheel["entry_point"] in {"enrich-features", "enrich-train"}:
+        assert cfg.as_of_dates() if wheel["entry_point"] == "enrich-features" else cfg.training.dates()
+    if wheel["entry_point"] == "enrich-ingest":  # everything the platform client needs but the secret
+        assert cfg.aep.org_id and cfg.aep.client_id and cfg.aep.dataset_id and cfg.aep.secret_scope
 
 
 def test_the_tasks_run_in_pipeline_order():
@@ -86,12 +97,20 @@ def test_the_tasks_run_in_pipeline_order():
     trains = {k for k in TASKS if k.startswith("train_")}
     assert {k.removeprefix("train_") for k in trains} == {p.stem for p in (ROOT / "conf/models").glob("*.yaml")}
     assert after("features") == set()
-    assert all(after(k) == {"training_day"} for k in trains)  # in parallel, behind the weekday condition
-    assert after("training_day") == {"features"}
+    assert all(after(k) == {"training_features"} for k in trains)  # in parallel, behind the weekday condition
+    assert after("training_features") == {"training_day"} and after("training_day") == {"features"}
+    # The training dates' features are built before the models that fit on them.
+    def dates(key, setting):
+        params = TASKS[key]["python_wheel_task"]["parameters"]
+        return {p.split("=", 1)[1] for p in params if p.startswith(f"{setting}=")}
+
+    assert all(dates(k, "training.as_of_dates") == dates("training_features", "features.as_of_dates") != set()
+               for k in trains)
     assert after("score") == {"features", *trains} and TASKS["score"]["run_if"] == "NONE_FAILED"
     assert after("publish") == {"score"} and after("ingest") == {"publish"}
     condition = TASKS["training_day"]["condition_task"]
-    assert "{{job.start_time.iso_weekday}}" in condition.values()
+    assert condition == {"op": "EQUAL_TO", "left": "{{job.start_time.iso_weekday}}",
+                         "right": "{{job.parameters.training_weekday}}"}
     params = {p["name"] for p in JOB["parameters"]}
     assert {"as_of", "training_weekday"} <= params
     assert JOB["schedule"]["quartz_cron_expression"] and {"dev", "prod"} <= set(BUNDLE["targets"])

@@ -77,10 +77,26 @@ def test_the_arguments_reach_spark_submit(tmp_path):
     # The job and its own arguments come last, unchanged.
     assert argv[-7:] == [str(ROOT / "jobs/train.py"), "--config", "conf/base.yaml", "--model",
                          "conf/models/churn.yaml", "--set", "a=b"]
+    # The pipeline without --model trains pipeline.models: conf/models/, shipped for it.
+    shipped = submit("pipeline", "--config", "conf/base.yaml", env=env).stdout.splitlines()
+    files = shipped[shipped.index("--files") + 1].split(",")
+    assert files == [str(ROOT / "conf/base.yaml"), *sorted(str(p) for p in (ROOT / "conf/models").glob("*.yaml"))]
     packages = submit("train", env={**env, "DELTA_PACKAGES": "1"}).stdout.splitlines()
     assert packages[packages.index("--packages") + 1].startswith("io.delta:delta-spark_2.13:")
     # Built once: a second submission with no source change reuses the wheel.
     assert "building" not in submit("train", env=env).stderr
+
+
+def test_a_stale_state_file_never_stops_other_programs(tmp_path):
+    """After a reboot the recorded ids may be other programs' process groups: they are left alone."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        cluster_tool.Cluster(folder=str(tmp_path), pids=[other.pid]).save()
+        assert cluster_tool.down(tmp_path) == []
+        assert other.poll() is None and not (tmp_path / "cluster.json").exists()
+    finally:
+        other.kill()
+        other.wait()
 
 
 @pytest.fixture
@@ -91,7 +107,7 @@ def cluster(tmp_path):
         yield started
     finally:
         stopped = cluster_tool.down(folder)
-        assert len(stopped) == 3
+        assert sorted(stopped) == sorted(started.pids) and len(stopped) == 3
         assert not started.running(), "a daemon or executor of the cluster is still running"
 
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from enrich.config import load_config, locate
+from enrich.config import STAGES, load_config, locate
 from enrich.errors import ConfigError
 from enrich.jobs import pipeline as pipeline_job
 from pipeline import run
 
-STAGES = ["generate", "features", "train", "score", "publish", "ingest"]
-
 
 def test_from_and_to_pick_a_slice_of_the_configured_stages():
-    assert pipeline_job.selected(STAGES, None, None) == STAGES
+    assert pipeline_job.selected(STAGES, None, None) == list(STAGES)
     assert pipeline_job.selected(STAGES, "train", "publish") == ["train", "score", "publish"]
     assert pipeline_job.selected(["features", "score"], "score", None) == ["score"]
     with pytest.raises(ConfigError, match=r"--from train: not one of pipeline.stages \(features, score\)"):

@@ -80,17 +80,26 @@ class Cluster:
         return [get_json(f"{ui}/json/") for ui in self.worker_uis]
 
     def running(self) -> list[int]:
-        """The process groups of this cluster that still have a process in them."""
+        """The process groups of this cluster that still have a process in them. A group counts
+        only while its leader is still a Spark daemon: after a reboot, a stale cluster.json's ids may
+        belong to other programs, which are never signalled."""
         alive = []
         for pid in self.pids:
             try:
                 os.killpg(pid, 0)
-                alive.append(pid)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
+            except (ProcessLookupError, PermissionError):
+                continue
+            if _is_spark_daemon(pid) is not False:
                 alive.append(pid)
         return alive
+
+
+def _is_spark_daemon(pid: int) -> bool | None:
+    """Whether `pid` runs a Spark master or worker; None when it has exited (its group may not have)."""
+    shown = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    if shown.returncode != 0 or not shown.stdout.strip() or "<defunct>" in shown.stdout:
+        return None
+    return "org.apache.spark.deploy." in shown.stdout
 
 
 def _daemon(cls: str, args: list[str], log: Path, env: dict[str, str]) -> int:
@@ -154,34 +163,37 @@ def _wait_for_workers(cluster: Cluster, workers: int, timeout: float) -> None:
 
 
 def down(folder: Path = DEFAULT_DIR, timeout: float = 30.0) -> list[int]:
-    """Stop every process group of the cluster; SIGKILL what SIGTERM did not end. Returns the pids."""
+    """Stop every process group of the cluster; SIGKILL what SIGTERM did not end. Returns the process
+    groups it stopped."""
     cluster = Cluster.load(folder)
     if cluster is None:
         return []
-    for pid in cluster.running():
-        with contextlib.suppress(ProcessLookupError):
+    stopping = cluster.running()
+    for pid in stopping:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while cluster.running() and time.monotonic() < deadline:
-        _reap()
+        _reap(cluster.pids)
         time.sleep(0.2)
     for pid in cluster.running():
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
     while cluster.running() and time.monotonic() < deadline + 10:
-        _reap()
+        _reap(cluster.pids)
         time.sleep(0.2)
     if cluster.running():
         raise SystemExit(f"cluster: processes {cluster.running()} did not stop")
     cluster.state_file.unlink()
-    return cluster.pids
+    return stopping
 
 
-def _reap() -> None:
-    """Collect exited children of this process (a test's own cluster), so they do not linger as zombies."""
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
+def _reap(pids: list[int]) -> None:
+    """Collect the daemons that were this process's children (a test's own cluster) once they exit,
+    so they do not linger as zombies; other children are left to their owners."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def main(argv: list[str] | None = None) -> int:
