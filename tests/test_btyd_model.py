@@ -34,7 +34,7 @@ def test_bgnbd_reproduces_the_published_cdnow_fit():
     weighted = btyd.fit_bgnbd(c["frequency"], c["recency"], c["T"], c["n"])
     assert weighted.params == pytest.approx(fit.params, rel=1e-5)
     assert weighted.log_likelihood == pytest.approx(fit.log_likelihood, rel=1e-9)
-    assert weighted.profiles == 2357
+    assert weighted.profiles == 2357 and weighted.summaries == len(c) == 1016
 
 
 def test_gamma_gamma_reproduces_the_published_cdnow_fit():

@@ -79,24 +79,26 @@ class Cluster:
         """Each worker's own status: its executors, running and finished, with their application ids."""
         return [get_json(f"{ui}/json/") for ui in self.worker_uis]
 
-    def running(self) -> list[int]:
-        """The process groups of this cluster that still have a process in them. A group counts
-        only while its leader is still a Spark daemon: after a reboot, a stale cluster.json's ids may
-        belong to other programs, which are never signalled."""
+    def running(self, verify: bool = True) -> list[int]:
+        """The process groups of this cluster that still have a process in them. With `verify`, a
+        group counts only while its leader is still a Spark daemon: after a reboot, a stale
+        cluster.json's ids may belong to other programs, which are never signalled."""
         alive = []
         for pid in self.pids:
             try:
                 os.killpg(pid, 0)
             except (ProcessLookupError, PermissionError):
                 continue
-            if _is_spark_daemon(pid) is not False:
+            if not verify or _is_spark_daemon(pid) is not False:
                 alive.append(pid)
         return alive
 
 
 def _is_spark_daemon(pid: int) -> bool | None:
     """Whether `pid` runs a Spark master or worker; None when it has exited (its group may not have)."""
-    shown = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    # -ww: the whole command line; piped, ps would cut it at 80 columns, before the class name.
+    shown = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True,
+                           check=False)
     if shown.returncode != 0 or not shown.stdout.strip() or "<defunct>" in shown.stdout:
         return None
     return "org.apache.spark.deploy." in shown.stdout
@@ -139,7 +141,7 @@ def up(folder: Path = DEFAULT_DIR, workers: int = 2, cores: int = 1, memory: str
             cluster.save()
         _wait_for_workers(cluster, workers, timeout)
     except BaseException:
-        down(folder)
+        down(folder, trusted=True)  # started just now by this process: no need to recognise them
         raise
     return cluster
 
@@ -148,7 +150,7 @@ def _wait_for_workers(cluster: Cluster, workers: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     seen: Any = None
     while time.monotonic() < deadline:
-        if len(cluster.running()) < len(cluster.pids):
+        if len(cluster.running(verify=False)) < len(cluster.pids):
             raise SystemExit(f"cluster: a daemon exited at start; see {cluster.folder}/logs")
         with contextlib.suppress(OSError, ValueError):
             seen = cluster.master()
@@ -162,28 +164,28 @@ def _wait_for_workers(cluster: Cluster, workers: int, timeout: float) -> None:
                      f"(master said {seen}); see {cluster.folder}/logs")
 
 
-def down(folder: Path = DEFAULT_DIR, timeout: float = 30.0) -> list[int]:
+def down(folder: Path = DEFAULT_DIR, timeout: float = 30.0, trusted: bool = False) -> list[int]:
     """Stop every process group of the cluster; SIGKILL what SIGTERM did not end. Returns the process
-    groups it stopped."""
+    groups it stopped. `trusted`: the ids are known to be this cluster's (see `Cluster.running`)."""
     cluster = Cluster.load(folder)
     if cluster is None:
         return []
-    stopping = cluster.running()
+    stopping = cluster.running(verify=not trusted)
     for pid in stopping:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while cluster.running() and time.monotonic() < deadline:
+    while cluster.running(verify=not trusted) and time.monotonic() < deadline:
         _reap(cluster.pids)
         time.sleep(0.2)
-    for pid in cluster.running():
+    for pid in cluster.running(verify=not trusted):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
-    while cluster.running() and time.monotonic() < deadline + 10:
+    while cluster.running(verify=not trusted) and time.monotonic() < deadline + 10:
         _reap(cluster.pids)
         time.sleep(0.2)
-    if cluster.running():
-        raise SystemExit(f"cluster: processes {cluster.running()} did not stop")
+    if cluster.running(verify=not trusted):
+        raise SystemExit(f"cluster: processes {cluster.running(verify=not trusted)} did not stop")
     cluster.state_file.unlink()
     return stopping
 

@@ -41,6 +41,8 @@ class Fit:
     converged: bool
     iterations: int
     message: str
+    summaries: int
+    """Rows the likelihood was computed over (distinct summaries when compressed)."""
 
     def __getitem__(self, name: str) -> float:
         return self.params[name]
@@ -92,7 +94,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
     alpha /= scale
     ll = float((w * bgnbd_log_likelihood((r, alpha, a, b), x, t_x, T)).sum())
     return Fit({"r": float(r), "alpha": float(alpha), "a": float(a), "b": float(b)}, ll, int(w.sum()),
-               bool(result.success), int(result.nit), str(result.message))
+               bool(result.success), int(result.nit), str(result.message), len(x))
 
 
 def _check_bgnbd_inputs(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray) -> None:
@@ -165,7 +167,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray | None = N
     p, q, v = np.exp(result.x)
     ll = float((w * gamma_gamma_log_likelihood(p, q, v, x, m)).sum())
     return Fit({"p": float(p), "q": float(q), "v": float(v)}, ll, int(w.sum()), bool(result.success),
-               int(result.nit), str(result.message))
+               int(result.nit), str(result.message), len(x))
 
 
 def expected_order_value(params: dict[str, float], x: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -221,11 +223,11 @@ def compress(rows: DataFrame, columns: Sequence[str], max_rows: int) -> pd.DataF
     summaries of a year it stays in the hundreds of thousands however many profiles there are.
     More than `max_rows` distinct summaries is an error that names the setting, not a driver OOM."""
     grouped = rows.groupBy(*columns).agg(F.count(F.lit(1)).alias("weight"))
-    distinct = grouped.limit(max_rows + 1).count()
-    if distinct > max_rows:
+    summaries = grouped.limit(max_rows + 1).toPandas()  # one pass; never more than the bound collected
+    if len(summaries) > max_rows:
         raise InputError(f"BTYD fit: more than {max_rows:,} distinct ({', '.join(columns)}) summaries; "
-                         "raise model.params.max_summaries or round the inputs (e.g. monetary value to cents)")
-    return grouped.toPandas()
+                         "raise the bound or round the inputs (e.g. monetary value to cents)")
+    return summaries
 
 
 def fit_profiles(rows: DataFrame, penalizer: float = 0.0, max_rows: int = 5_000_000) -> tuple[Fit, Fit]:
