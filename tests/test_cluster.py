@@ -34,16 +34,21 @@ def submit(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
                           timeout=timeout, check=False, cwd=ROOT)
 
 
+def fake_spark_home(root: Path, script: str) -> str:
+    """A SPARK_HOME whose bin/spark-submit is `script` (shell)."""
+    (root / "spark" / "bin").mkdir(parents=True)
+    submit_file = root / "spark" / "bin" / "spark-submit"
+    submit_file.write_text(f"#!/bin/sh\n{script}\n")
+    submit_file.chmod(0o755)
+    return str(root / "spark")
+
+
 def test_help_and_errors_before_anything_is_submitted(tmp_path):
     shown = submit("--help")
     assert shown.returncode == 0 and "usage: ./spark-submit.sh <job>" in shown.stdout
     assert "pipeline" in shown.stdout and "SPARK_MASTER" in shown.stdout
     # A spark-submit that would fail loudly if it were reached.
-    fake = tmp_path / "spark" / "bin"
-    fake.mkdir(parents=True)
-    (fake / "spark-submit").write_text("#!/bin/sh\necho SUBMITTED >&2\nexit 99\n")
-    (fake / "spark-submit").chmod(0o755)
-    env = {"SPARK_HOME": str(tmp_path / "spark")}
+    env = {"SPARK_HOME": fake_spark_home(tmp_path, "echo SUBMITTED >&2\nexit 99")}
     unknown = submit("featurez", env=env)
     assert unknown.returncode == 2 and "unknown job 'featurez'; one of:" in unknown.stderr
     assert "build_features" in unknown.stderr and "SUBMITTED" not in unknown.stderr
@@ -58,11 +63,8 @@ def test_help_and_errors_before_anything_is_submitted(tmp_path):
 
 def test_the_arguments_reach_spark_submit(tmp_path):
     """What the script hands spark-submit: the wheel, the shipped files, Delta, master and extras."""
-    fake = tmp_path / "spark" / "bin"
-    fake.mkdir(parents=True)
-    (fake / "spark-submit").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
-    (fake / "spark-submit").chmod(0o755)
-    env = {"SPARK_HOME": str(tmp_path / "spark"), "SPARK_MASTER": "yarn", "DEPLOY_MODE": "cluster",
+    env = {"SPARK_HOME": fake_spark_home(tmp_path, 'for a in "$@"; do echo "$a"; done'),
+           "SPARK_MASTER": "yarn", "DEPLOY_MODE": "cluster",
            "SPARK_SUBMIT_ARGS": "--conf spark.executor.memory=3g"}
     done = submit("train", "--config", "conf/base.yaml", "--model", "conf/models/churn.yaml", "--set", "a=b",
                   env=env, timeout=300)

@@ -30,7 +30,7 @@ import requests
 from pyspark.sql import SparkSession
 
 from enrich import registry, tables
-from enrich.config import STAGES, Config, load_config
+from enrich.config import STAGES, Config
 from enrich.errors import ConfigError, EnrichError
 from enrich.jobs import build_features, generate_data, ingest, publish, score, train
 from enrich.jobs.cli import parser, run_job
@@ -103,8 +103,7 @@ def _features(ctx: Context, out: StageResult) -> None:
 
 def _train(ctx: Context, out: StageResult) -> None:
     files = ctx.args.model or ctx.cfg.pipeline.models
-    configs = [(load_config([*ctx.args.config, f], ctx.args.overrides), f) for f in files]
-    rows = train.run(ctx.spark, configs, ctx.args.promote)
+    rows = train.run(ctx.spark, train.model_configs(ctx.args.config, ctx.args.overrides, files), ctx.args.promote)
     out.rows_out = len(rows)
     out.outputs = [f"{r.name} v{r.version}" + (" (champion)" if r.promoted else "") for r in rows]
     out.detail = f"{sum(r.promoted for r in rows)} champion(s)"
@@ -114,7 +113,7 @@ def _train(ctx: Context, out: StageResult) -> None:
 def _score(ctx: Context, out: StageResult) -> None:
     rows = score.run(ctx.spark, ctx.cfg)
     out.rows_out, out.outputs = sum(r.rows for r in rows), [ctx.cfg.scores_path]
-    drifted = [r.name for r in rows if r.max_psi and r.max_psi[1] > ctx.cfg.scoring.max_psi]
+    drifted = [r.name for r in rows if r.drifted(ctx.cfg.scoring.max_psi)]
     out.detail = f"as of {ctx.cfg.as_of}; {len(rows)} model(s)" + (f"; drift above max_psi: {drifted}"
                                                                   if drifted else "")
     out.report = score.render(ctx.cfg.as_of, ctx.cfg.scores_path, rows, ctx.cfg.scoring.max_psi)

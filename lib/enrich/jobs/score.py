@@ -68,6 +68,11 @@ class ModelScores:
     def max_psi(self) -> tuple[str, float] | None:
         return max(self.psi.items(), key=lambda kv: kv[1]) if self.psi else None
 
+    def drifted(self, limit: float) -> bool:
+        """Whether some PSI is above `limit` (scoring.max_psi): publish will refuse."""
+        worst = self.max_psi
+        return worst is not None and worst[1] > limit
+
 
 def render(as_of: dt.date, path: str, rows: Sequence[ModelScores], max_psi: float) -> str:
     lines = [f"{PROG}: as of {as_of}: {len(rows)} model(s) -> {path}",
@@ -75,7 +80,7 @@ def render(as_of: dt.date, path: str, rows: Sequence[ModelScores], max_psi: floa
     for r in rows:
         worst = r.max_psi
         state = "no reference" if worst is None else f"{worst[1]:.3f} {worst[0]}"
-        if worst is not None and worst[1] > max_psi:
+        if r.drifted(max_psi):
             state += "  ABOVE scoring.max_psi: publish will refuse"
         lines.append(f"  {r.name:<12}{r.version:<9}{r.kind:<12}{r.rows:>9}  {state}")
     for r in rows:

@@ -255,6 +255,12 @@ def run(spark: SparkSession, configs: Sequence[tuple[Config, str | None]], promo
     return summaries
 
 
+def model_configs(config_files: Sequence[str], overrides: Sequence[str],
+                  model_files: Sequence[str]) -> list[tuple[Config, str]]:
+    """One config per model file, each overlaid on the `--config` files, with the `--set` overrides."""
+    return [(load_config([*config_files, f], overrides), f) for f in model_files]
+
+
 def _model_source(path: str) -> bool:
     data = yaml.safe_load(locate(path).read_text())
     return isinstance(data, dict) and "model" in data
@@ -272,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def go(spark: SparkSession, cfg: Config, args: argparse.Namespace) -> None:
         if args.model:
-            configs = [(load_config([*args.config, f], args.overrides), f) for f in args.model]
+            configs = model_configs(args.config, args.overrides, args.model)
         else:
             source = next((f for f in reversed(args.config) if _model_source(f)), None)
             configs = [(cfg, source)]
