@@ -34,7 +34,7 @@ $(JARS)/.fetched: lib/enrich/_versions.py tools/fetch_jars.py | $(VENV)/.install
 
 # Features for three month starts; models fit on the first two and are validated on the last.
 DEMO_DATES  ?= [2025-10-01, 2025-11-01, 2025-12-01]
-DEMO_MODELS ?= conversion churn clv affinity segments
+DEMO_MODELS ?= conversion churn clv clv_btyd affinity segments
 
 # Scored the day after the generated data ends: its features do not exist yet, so scoring builds them.
 # The drift guard fires there (days_since_first_event: the sample data all starts on 2025-01-01, so

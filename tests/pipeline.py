@@ -1,5 +1,5 @@
 """The trained pipeline the job tests share: generated data, features for three dates, and one
-training run of all five models into a sqlite MLflow store (built once per test session)."""
+training run of all six models into a sqlite MLflow store (built once per test session)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from enrich.jobs import train as train_job
 from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["conversion", "churn", "clv", "affinity", "segments"]
+MODELS = ["conversion", "churn", "clv", "clv_btyd", "affinity", "segments"]  # clv_btyd after clv: compared with it
 GEN = ["--set", "generate.profiles=2500", "--set", "generate.start_date=2025-01-01",
        "--set", "generate.end_date=2025-08-01", "--set", "generate.seed=11"]
 DATES = "[2025-05-01, 2025-06-01, 2025-07-01]"
@@ -26,7 +26,7 @@ TRAIN = ["--set", f"training.as_of_dates={DATES}", "--set", "training.min_positi
 # Smaller settings for this small data, per model; the conversion model also searches a grid (a
 # CrossValidator whose folds are the two fitting dates).
 FASTER = {"conversion": ["model.params.maxIter=15", "model.grid.maxDepth=[2, 4]"],
-          "churn": ["model.params.numTrees=30"], "clv": ["model.params.maxIter=15"], "affinity": [],
+          "churn": ["model.params.numTrees=30"], "clv": ["model.params.maxIter=15"], "clv_btyd": [], "affinity": [],
           "segments": ["model.k_range=[3, 4]"]}
 DAY = dt.date(2025, 8, 1)  # scored: after the training dates; its features are built by the scoring job
 FEWER = ["--set", "scoring.factor_candidates=5"]  # each candidate is one more pass of the model
@@ -45,7 +45,7 @@ def model_files() -> list[str]:
 
 
 def train_all(spark, root: Path):
-    """Data, features for three dates, and one run training all five models into a sqlite store."""
+    """Data, features for three dates, and one run training all six models into a sqlite store."""
     lake = ["--set", f"lake={root / 'lake'}"]
     store = ["--set", f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
              "--set", f"mlflow.artifact_root={root / 'artifacts'}"]

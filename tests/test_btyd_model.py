@@ -123,8 +123,31 @@ def test_fitting_from_spark_compresses_and_equals_the_row_by_row_fit(spark):
     repeat = s[s["x"] > 0]
     assert gg.params == pytest.approx(btyd.fit_gamma_gamma(repeat["x"], repeat["zbar"]).params, rel=1e-5)
     assert gg.profiles == 946
-    with pytest.raises(InputError, match="more than 10 distinct"):
-        btyd.fit_profiles(spark.createDataFrame(frame), max_rows=10)
+    assert (bgnbd.summed_in, gg.summed_in) == ("driver", "driver")
+
+
+def test_too_many_summaries_are_summed_in_spark_to_the_same_optimum(spark):
+    """Above `max_rows` distinct summaries nothing is collected: the likelihood and its gradient are
+    aggregated in Spark per step. Same CDNOW optimum and log-likelihood, also with a penalty."""
+    s = pd.read_csv(DATA / "cdnow_customers_summary_with_transactions.csv")
+    frame = spark.createDataFrame(pd.DataFrame({
+        btyd.FREQUENCY: s["x"].astype(float), btyd.RECENCY: s["t_x"], btyd.AGE: s["T"],
+        btyd.MONETARY: np.where(s["x"] > 0, s["zbar"], 0.0)}))
+    repeat = s[s["x"] > 0]
+    for penalizer in (0.0, 0.05):
+        bgnbd, gg = btyd.fit_profiles(frame, penalizer, max_rows=10)
+        assert (bgnbd.summed_in, gg.summed_in) == ("spark", "spark")
+        direct = btyd.fit_bgnbd(s["x"], s["t_x"], s["T"], penalizer=penalizer)
+        assert bgnbd.params == pytest.approx(direct.params, rel=1e-4), penalizer
+        assert bgnbd.log_likelihood == pytest.approx(direct.log_likelihood, rel=1e-7)
+        assert bgnbd.profiles == 2357 and bgnbd.summaries == 1016 and bgnbd.converged
+        spend = btyd.fit_gamma_gamma(repeat["x"], repeat["zbar"], penalizer=penalizer)
+        assert gg.params == pytest.approx(spend.params, rel=1e-4), penalizer
+        assert gg.log_likelihood == pytest.approx(spend.log_likelihood, rel=1e-7)
+        assert gg.profiles == 946 and gg.converged
+    with pytest.raises(InputError, match="1 summaries are impossible"):
+        bad = spark.createDataFrame([(2.0, 5.0, 3.0, 1.0)], [btyd.FREQUENCY, btyd.RECENCY, btyd.AGE, btyd.MONETARY])
+        btyd.fit_profiles(bad, max_rows=0)
 
 
 def test_impossible_summaries_are_named():

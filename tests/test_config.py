@@ -103,6 +103,22 @@ def test_invalid_choice_and_pattern_are_errors():
         load_config([], ["tenant=acme"], env={})
 
 
+def test_btyd_model_settings_are_checked():
+    cfg = load_config([CONF / "models" / "clv_btyd.yaml"], env={})
+    m = cfg.model
+    assert (m.kind, m.estimator, m.active_require) == ("clv_btyd", "bgnbd_gamma_gamma", "customer")
+    assert (m.btyd_param("penalizer"), m.btyd_param("max_summaries")) == (0.0, 5_000_000)
+    assert (m.clv.months, m.clv.monthly_discount, m.clv.margin) == (12, 0.01, 1.0)
+    with pytest.raises(ConfigError, match=r"takes params penalizer, max_summaries and no grid; got \['maxIter'\]"):
+        load_config([CONF / "models" / "clv_btyd.yaml"], ["model.params.maxIter=4"], env={})
+    with pytest.raises(ConfigError, match=r"params.penalizer must be a number >= 0"):
+        load_config([CONF / "models" / "clv_btyd.yaml"], ["model.params.penalizer=-1"], env={})
+    with pytest.raises(ConfigError, match=r"algorithm 'gbt' does not train a clv_btyd model"):
+        load_config([CONF / "models" / "clv_btyd.yaml"], ["model.algorithm=gbt"], env={})
+    with pytest.raises(ConfigError, match=r"model.clv.margin"):
+        load_config([CONF / "models" / "clv_btyd.yaml"], ["model.clv.margin=1.5"], env={})
+
+
 def test_cross_field_rule_on_dates():
     with pytest.raises(ConfigError, match=r"generate.end_date \(2025-01-01\) must be after generate.start_date"):
         load_config([], ["generate.start_date=2025-02-01", "generate.end_date=2025-01-01"], env={})

@@ -34,17 +34,26 @@ def outcomes(spark, model: ModelConfig) -> list[tuple]:
 
 def test_outcome_windows_are_d_inclusive_and_d_plus_horizon_exclusive(spark):
     assert outcomes(spark, ModelConfig()) == [
-        ("p1", D1, 1, 20.0),
-        ("p1", D2, 1, 5.0),
-        ("p2", D2, 1, 300.0),
+        ("p1", D1, 1, 1, 20.0),
+        ("p1", D2, 1, 1, 5.0),
+        ("p2", D2, 1, 1, 300.0),
     ]
 
 
 def test_goal_types_and_minimum_order_value(spark):
     cart_or_view = ModelConfig(goal={"event_types": ["commerce.productListAdds", "commerce.productViews"]})
-    assert outcomes(spark, cart_or_view) == [("p1", D1, 1, 0.0), ("p3", D1, 1, 0.0)]
+    assert outcomes(spark, cart_or_view) == [("p1", D1, 1, 1, 0.0), ("p3", D1, 1, 1, 0.0)]
     big = ModelConfig(goal={"event_types": ["commerce.purchases"], "min_order_value": 10.0})
-    assert outcomes(spark, big) == [("p1", D1, 1, 20.0), ("p2", D2, 1, 300.0)]
+    assert outcomes(spark, big) == [("p1", D1, 1, 1, 20.0), ("p2", D2, 1, 1, 300.0)]
+
+
+def test_goal_days_count_purchase_days_not_events(spark):
+    # Two purchases on one day and one on the next: three events, two purchase days (BG/NBD's unit).
+    log = [("p1", "a", "2025-03-02 09:00", "purchase", 10.0, ["A"]),
+           ("p1", "b", "2025-03-02 18:00", "purchase", 15.0, ["A"]),
+           ("p1", "c", "2025-03-03 01:00", "purchase", 5.0, ["A"])]
+    out = events(spark, log).transform(labels.outcomes([D1], H, ModelConfig().goal))
+    assert [tuple(r) for r in out.collect()] == [("p1", D1, 3, 2, 30.0)]
 
 
 def test_category_outcomes_count_interactions_per_window(spark):
@@ -71,6 +80,8 @@ def feature_rows(spark) -> DataFrame:
     ("clv", None, [("p1", D1, 20.0), ("p3", D1, 0.0), ("p1", D2, 5.0), ("p2", D2, 300.0)]),
     ("conversion", "none", [("p1", D1, 1.0), ("p2", D1, 0.0), ("p3", D1, 0.0), ("p4", D1, 0.0),
                             ("p1", D2, 1.0), ("p2", D2, 1.0)]),
+    # clv_btyd: every customer (a purchase at any time before D; p3's was 46 days ago), label = revenue.
+    ("clv_btyd", None, [("p1", D1, 20.0), ("p3", D1, 0.0), ("p1", D2, 5.0), ("p2", D2, 300.0)]),
 ])
 def test_labels_for_the_eligible_population(spark, kind, require, expected):
     model = ModelConfig(kind=kind, horizon_days=H, eligibility={"lookback_days": 45, "require": require})
@@ -78,6 +89,11 @@ def test_labels_for_the_eligible_population(spark, kind, require, expected):
     rows = labels.labelled(feature_rows(spark), outcome, model)
     actual = rows.select("profile_id", "as_of_date", "label")
     assertDataFrameEqual(actual, spark.createDataFrame(expected, actual.schema))
+    if kind == "clv_btyd":  # and the purchase days of the window
+        days = {(r["profile_id"], r["as_of_date"]): r["purchases"] for r in rows.collect()}
+        assert days == {("p1", D1): 1.0, ("p3", D1): 0.0, ("p1", D2): 1.0, ("p2", D2): 1.0}
+    else:
+        assert "purchases" not in rows.columns
 
 
 def test_churn_label_is_one_for_a_buyer_who_stops(spark):

@@ -7,9 +7,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aep import FAST
-from enrich import labels, tables
+from enrich import clv_btyd, labels, publish, tables
 from enrich.aep.sandbox import Sandbox
 from enrich.config import load_config
 from enrich.jobs import ingest as ingest_job
@@ -56,6 +57,25 @@ def test_probabilities_scores_percentiles_and_deciles_agree(scored):
     clv = scores.where(F.col("model") == "clv")
     assert clv.where((F.col("prediction") < 0) | (F.col("score") != F.col("percentile"))).count() == 0
     assert clv.select("decile").distinct().count() >= 5
+
+
+def test_btyd_scores_are_the_closed_forms_of_its_registered_parameters(spark, scored):
+    """clv_btyd: `prediction` is the discounted CLV, with `p_alive` and `expected_purchases`, each equal
+    to the numpy closed forms for the registered parameters; ranked like clv; no other model has them."""
+    root, *_, scores = scored
+    model = clv_btyd.load("models:/clv_btyd@champion")
+    rows = scores.where(F.col("model") == "clv_btyd")
+    features = tables.read(spark, f"{root}/lake/features", "delta").where(F.col("as_of_date") == F.lit(DAY))
+    got = rows.join(features.select("profile_id", *clv_btyd.INPUTS), "profile_id").toPandas()
+    expected = model.predict(got[clv_btyd.INPUTS])
+    np.testing.assert_allclose(got["prediction"], expected["clv"], rtol=1e-9)
+    np.testing.assert_allclose(got["p_alive"], expected["p_alive"], rtol=1e-9)
+    np.testing.assert_allclose(got["expected_purchases"], expected["expected_purchases"], rtol=1e-9)
+    assert len(got) == rows.count() > 100
+    assert (got["score"] == got["percentile"]).all() and got["decile"].between(1, 10).all()
+    assert rows.where(F.col("factors").isNotNull() | F.col("probability").isNotNull()).count() == 0
+    others = scores.where(F.col("model") != "clv_btyd")
+    assert others.where(F.col("p_alive").isNotNull() | F.col("expected_purchases").isNotNull()).count() == 0
 
 
 def test_factors_are_ranked_nonzero_features_of_the_model(spark, scored):
@@ -123,10 +143,14 @@ def test_publish_the_scored_date_and_ingest_it(spark, scored, tmp_path, monkeypa
     assert {m["name"] for m in manifest["models"]} == set(MODELS)
     records = spark.read.parquet(*[str(manifest_path.parent / f["name"]) for f in manifest["files"]])
     insights = records.select("_acme.insights.*")
-    assert set(insights.columns) == set(MODELS)
+    assert set(insights.columns) == {publish.field_name(m) for m in MODELS}
     churners = scores.where(F.col("model") == "churn").count()
     assert insights.where(F.col("churn").isNotNull()).count() == churners
     assert insights.where(F.col("segments.segmentName").isNull()).count() == 0
+    btyd = insights.where(F.col("clvBtyd").isNotNull())
+    assert btyd.count() == scores.where(F.col("model") == "clv_btyd").count()
+    assert btyd.where(~F.col("clvBtyd.pAlive").between(0, 1) | (F.col("clvBtyd.expectedPurchases") < 0)
+                      | F.col("clvBtyd.prediction").isNull()).count() == 0
 
     # The folder as it is goes to the platform (the loopback sandbox): set-up from its field group,
     # then every file delivered, and the platform reads as many records as the manifest lists.

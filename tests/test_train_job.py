@@ -6,9 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
+import mlflow.pyfunc
 import mlflow.spark
+import numpy as np
 import pytest
-from enrich import models, tables
+from enrich import clv_btyd, models, tables
+from enrich import train as training
 from enrich.jobs import train as train_job
 from mlflow.tracking import MlflowClient
 from pipeline import MODELS, SEGMENTS, run
@@ -19,7 +23,7 @@ def test_every_kind_trains_and_beats_its_baseline(trained):
     _, _, summaries = trained
     assert sorted(summaries) == sorted(MODELS)
     for s in summaries.values():
-        margin = s.value - s.baseline if s.metric != "rmse" else s.baseline - s.value
+        margin = s.value - s.baseline if training.MAIN_METRIC[s.kind][1] else s.baseline - s.value
         assert margin > 0.01, (s.name, s.metric, s.value, s.baseline)
         assert s.version == "1" and s.promoted, s
 
@@ -32,6 +36,8 @@ def test_models_come_near_the_truths_ceiling(trained):
     assert s["conversion"].ceiling - 0.15 <= s["conversion"].value <= s["conversion"].ceiling + 0.03
     assert s["churn"].ceiling - 0.15 <= s["churn"].value <= s["churn"].ceiling + 0.03
     assert s["clv"].ceiling <= s["clv"].value <= 1.5 * s["clv"].ceiling  # RMSE: the true expected spend is the floor
+    # MAE of purchase days: the generator's expected purchases are the floor.
+    assert s["clv_btyd"].ceiling <= s["clv_btyd"].value <= 1.5 * s["clv_btyd"].ceiling
     assert s["affinity"].value >= s["affinity"].ceiling - 0.25
     assert s["segments"].ceiling is None
 
@@ -57,6 +63,60 @@ def test_runs_hold_metrics_plots_config_and_the_model(trained):
                                                  client.list_artifacts(run.info.run_id, "plots")}
         if name == "affinity":
             assert {"precision_at_k", "ndcg_at_k", "baseline_ndcg_at_k"} <= set(run.data.metrics)
+        if name == "clv_btyd":
+            assert {"purchases_by_frequency.json"} <= artifacts
+            assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")} == {
+                "purchases_by_frequency.png"}
+
+
+def test_btyd_run_logs_its_parameters_evaluation_and_comparison(trained):
+    """The fitted parameters under their published names, the log-likelihoods and convergence, the
+    holdout evaluation, and the GBT clv champion scored on the same validation customers."""
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("clv_btyd", "champion")
+    run = client.get_run(version.run_id)
+    params, metrics = run.data.params, run.data.metrics
+    model = clv_btyd.load(f"models:/clv_btyd/{version.version}")
+    assert {k: float(params[k]) for k in ("r", "alpha", "a", "b", "p", "q", "gamma")} == model.mlflow_params
+    assert params["bgnbd_summed_in"] == params["gamma_gamma_summed_in"] == "driver"
+    assert metrics["bgnbd_converged"] == metrics["gamma_gamma_converged"] == 1.0
+    assert metrics["bgnbd_log_likelihood"] < 0 and metrics["gamma_gamma_log_likelihood"] < 0
+    # The fitting date's customers with T > 0, compressed to fewer distinct summaries.
+    assert metrics["bgnbd_summaries"] < metrics["bgnbd_profiles"] <= metrics["count_fit_rows"]
+    assert metrics["gamma_gamma_profiles"] < metrics["bgnbd_profiles"]  # repeat customers only
+    assert 0 < metrics["mean_p_alive"] < 1 and metrics["clv_spearman"] > 0.1
+    # The expected purchases over all validation customers are close to what they did.
+    assert metrics["mean_expected_purchases"] == pytest.approx(metrics["mean_actual_purchases"], rel=0.3)
+    # By calibration frequency: every validation customer in one bucket, the means consistent.
+    table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/purchases_by_frequency.json")
+    assert sum(r["profiles"] for r in table) == metrics["rows"] == metrics["count_validation_rows"]
+    assert sum(r["profiles"] * r["actual"] for r in table) / metrics["rows"] == pytest.approx(
+        metrics["mean_actual_purchases"], rel=1e-9)
+    assert [r["frequency"] for r in table] == sorted((r["frequency"] for r in table), key=lambda f: int(f.rstrip("+")))
+    # The comparison: the clv champion of this run, on the same rows, spend over the same horizon.
+    assert metrics["compared_version"] == float(client.get_model_version_by_alias("clv", "champion").version)
+    assert {"compared_spend_rmse", "compared_spend_mae", "compared_clv_spearman", "spend_rmse",
+            "baseline_spend_rmse"} <= set(metrics)
+    assert metrics["spend_rmse"] < metrics["baseline_spend_rmse"]
+
+
+def test_btyd_pyfunc_predicts_what_spark_scores(spark, trained):
+    """The registered pyfunc (parameters + code) and the Spark scoring path give the same numbers."""
+    root, _, _ = trained
+    features = tables.read(spark, f"{root}/lake/features", "delta").where("as_of_date = DATE'2025-07-01'")
+    customers = features.where(F.col("days_since_last_purchase").isNotNull()).select("profile_id", *clv_btyd.INPUTS)
+    pyfunc = mlflow.pyfunc.load_model("models:/clv_btyd@champion")
+    local = customers.toPandas().sort_values("profile_id").reset_index(drop=True)
+    expected = pyfunc.predict(local[clv_btyd.INPUTS])
+    model = clv_btyd.load("models:/clv_btyd@champion")
+    spark_side = model.transform(customers).toPandas().sort_values("profile_id").reset_index(drop=True)
+    assert len(local) > 500
+    for column in clv_btyd.OUTPUTS:
+        np.testing.assert_allclose(spark_side[column], expected[column], rtol=1e-9, err_msg=column)
+    np.testing.assert_allclose(spark_side["prediction"], spark_side["clv"], rtol=0)
+    assert (expected["p_alive"].between(0, 1)).all() and (expected["clv"] > 0).all()
+    # Without repeat purchases a customer counts as alive (the model's convention).
+    assert (expected["p_alive"][local["btyd_frequency"] == 0] == 1.0).all()
 
 
 def test_champions_load_back_and_score(spark, trained):

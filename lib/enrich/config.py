@@ -188,13 +188,14 @@ class FeaturesConfig(_Section):
         return self
 
 
-Kind = Literal["conversion", "churn", "clv", "affinity", "segments"]
-Algorithm = Literal["gbt", "logistic", "random_forest", "glm_tweedie", "als", "kmeans"]
+Kind = Literal["conversion", "churn", "clv", "clv_btyd", "affinity", "segments"]
+Algorithm = Literal["gbt", "logistic", "random_forest", "glm_tweedie", "bgnbd_gamma_gamma", "als", "kmeans"]
 # The algorithms each kind accepts; the first is its default.
 ALGORITHMS: dict[str, tuple[str, ...]] = {
     "conversion": ("gbt", "logistic", "random_forest"),
     "churn": ("gbt", "logistic", "random_forest"),
     "clv": ("gbt", "glm_tweedie", "random_forest"),
+    "clv_btyd": ("bgnbd_gamma_gamma",),
     "affinity": ("als",),
     "segments": ("kmeans",),
 }
@@ -211,10 +212,27 @@ class GoalConfig(_Section):
 class EligibilityConfig(_Section):
     lookback_days: int = Field(45, ge=1, le=3650)
     """Profiles are eligible at D when they were active in the `lookback_days` before D."""
-    require: Literal["any_event", "purchase", "none"] | None = None
-    """What counts as active: `any_event`, a `purchase`, or `none` (everyone in the feature table).
-    Default: `purchase` for churn (only customers can churn), `none` for segments (everyone gets
+    require: Literal["any_event", "purchase", "customer", "none"] | None = None
+    """What counts as active: `any_event` or a `purchase` in the look-back, `customer` (a purchase
+    at any time before D: the look-back does not apply), or `none` (everyone in the feature table).
+    Default: `purchase` for churn (only customers can churn), `customer` for clv_btyd (the model
+    says itself how likely a quiet customer is to be alive), `none` for segments (everyone gets
     one), `any_event` otherwise."""
+
+
+# Settings of a `clv_btyd` model's `params` (its fit) and their defaults.
+BTYD_PARAMS: dict[str, Any] = {"penalizer": 0.0, "max_summaries": 5_000_000}
+
+
+class ClvConfig(_Section):
+    months: int = Field(12, ge=1, le=120)
+    """Months of purchases the lifetime value adds up."""
+    monthly_discount: float = Field(0.01, ge=0.0, lt=1.0)
+    """Discount rate per month (0.01: about 12.7% a year)."""
+    margin: float = Field(1.0, gt=0.0, le=1.0)
+    """Share of revenue that is profit (1: value in revenue)."""
+    days_per_month: float = Field(30.0, gt=0.0)
+    """Days in a month of `months` (in the unit of the `btyd_*` features)."""
 
 
 class ModelConfig(_Section):
@@ -223,7 +241,8 @@ class ModelConfig(_Section):
     -> `churn`), else the kind."""
     kind: Kind = "conversion"
     """`conversion` (goal in the window), `churn` (eligible and no goal in the window), `clv` (revenue
-    in the window), `affinity` (category interactions in the window), `segments` (unsupervised)."""
+    in the window), `clv_btyd` (BG/NBD + Gamma-Gamma lifetime value), `affinity` (category
+    interactions in the window), `segments` (unsupervised)."""
     goal: GoalConfig = GoalConfig()
     """Goal events."""
     horizon_days: int = Field(30, ge=1, le=3650)
@@ -232,9 +251,12 @@ class ModelConfig(_Section):
     """Eligible population at each D."""
     algorithm: Algorithm | None = None
     """conversion/churn: `gbt` (default), `logistic`, `random_forest`; clv: `gbt` (default),
-    `glm_tweedie`, `random_forest`; affinity: `als`; segments: `kmeans`."""
+    `glm_tweedie`, `random_forest`; clv_btyd: `bgnbd_gamma_gamma`; affinity: `als`; segments: `kmeans`."""
     params: dict[str, Any] = {}
-    """Fixed parameters of the Spark MLlib estimator, by their MLlib names (e.g. `maxIter: 40`)."""
+    """Fixed parameters of the Spark MLlib estimator, by their MLlib names (e.g. `maxIter: 40`).
+    clv_btyd: `penalizer` (L2 penalty on the parameters, as lifetimes' `penalizer_coef`; default 0)
+    and `max_summaries` (distinct summaries fitted on the driver; above it the likelihood is summed
+    in Spark at each iteration; default 5,000,000)."""
     grid: dict[str, list[Any]] = {}
     """Hyperparameter grid, MLlib parameter name -> values; searched when it has more than one point."""
     features: list[str] | None = None
@@ -249,6 +271,11 @@ class ModelConfig(_Section):
     """Affinity: categories recommended per profile, and k of precision@k / NDCG@k."""
     k_range: list[int] = Field(default_factory=lambda: [3, 6], min_length=2, max_length=2)
     """Segments: the smallest and largest number of segments tried (chosen by silhouette)."""
+    clv: ClvConfig = ClvConfig()
+    """clv_btyd: the lifetime value it predicts (`prediction`)."""
+    compare_with: str | None = "clv"
+    """clv_btyd: a registered `clv` model (its champion) scored on the same validation window, for
+    comparison (metrics `compared_*`); skipped when it is not registered or has another horizon."""
 
     @model_validator(mode="after")
     def _algorithm_fits_kind(self) -> ModelConfig:
@@ -257,7 +284,25 @@ class ModelConfig(_Section):
                              f"choose one of {', '.join(ALGORITHMS[self.kind])}")
         if not 2 <= self.k_range[0] <= self.k_range[1]:
             raise ValueError(f"k_range must be [smallest, largest] with 2 <= smallest <= largest, got {self.k_range}")
+        if self.kind == "clv_btyd":
+            self._check_btyd_params()
         return self
+
+    def _check_btyd_params(self) -> None:
+        unknown = sorted(set(self.params) - set(BTYD_PARAMS))
+        if unknown or self.grid:
+            raise ValueError(f"a clv_btyd model takes params {', '.join(BTYD_PARAMS)} and no grid; got "
+                             f"{unknown or sorted(self.grid)}")
+        penalizer = self.btyd_param("penalizer")
+        if not isinstance(penalizer, int | float) or isinstance(penalizer, bool) or penalizer < 0:
+            raise ValueError(f"params.penalizer must be a number >= 0, got {penalizer!r}")
+        bound = self.btyd_param("max_summaries")
+        if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
+            raise ValueError(f"params.max_summaries must be a whole number >= 1, got {bound!r}")
+
+    def btyd_param(self, name: str) -> Any:
+        """A clv_btyd fit setting: `params.<name>`, else its default (`BTYD_PARAMS`)."""
+        return self.params.get(name, BTYD_PARAMS[name])
 
     @property
     def estimator(self) -> str:
@@ -267,7 +312,7 @@ class ModelConfig(_Section):
     @property
     def active_require(self) -> str:
         """The eligibility rule, defaulted by kind."""
-        defaults = {"churn": "purchase", "segments": "none"}
+        defaults = {"churn": "purchase", "clv_btyd": "customer", "segments": "none"}
         return self.eligibility.require or defaults.get(self.kind, "any_event")
 
 
@@ -318,8 +363,8 @@ class PromotionConfig(_Section):
 
 class ScoringConfig(_Section):
     models: dict[str, str] = Field(default_factory=lambda: {
-        "conversion": "champion", "churn": "champion", "clv": "champion", "affinity": "champion",
-        "segments": "champion"})
+        "conversion": "champion", "churn": "champion", "clv": "champion", "clv_btyd": "champion",
+        "affinity": "champion", "segments": "champion"})
     """Registered models to score, name -> alias (`champion`, `challenger`) or a version number
     pinned as a string (`"3"`)."""
 
@@ -440,7 +485,8 @@ class PipelineConfig(_Section):
     `score`, `publish`, `ingest` in that order. `generate` writes synthetic data over the raw inputs,
     so only the demo lists it."""
     models: list[str] = Field(default_factory=lambda: [
-        f"conf/models/{m}.yaml" for m in ("conversion", "churn", "clv", "affinity", "segments")], min_length=1)
+        f"conf/models/{m}.yaml" for m in ("conversion", "churn", "clv", "clv_btyd", "affinity", "segments")],
+        min_length=1)
     """Model config files the `train` stage trains (as `jobs/train.py --model`); `--model` replaces them."""
 
     @field_validator("stages")

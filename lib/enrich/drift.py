@@ -36,7 +36,7 @@ def watched(kind: str) -> Column:
         return F.col("recommendations")[0]["category"]
     if kind == "segments":
         return F.col("segment_id").cast("string")
-    return F.col("prediction" if kind == "clv" else "probability")
+    return F.col("prediction" if kind in ("clv", "clv_btyd") else "probability")
 
 
 def categorical(kind: str) -> bool:

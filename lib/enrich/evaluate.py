@@ -90,13 +90,20 @@ def _quantile_buckets(df: DataFrame, column: str, buckets: int) -> list[float]:
     return [-math.inf, *cuts, math.inf]
 
 
+def spearman(rows: DataFrame, a: str, b: str) -> float:
+    """Spearman rank correlation of two numeric columns (MLlib ranks them distributed; NaN when one
+    is constant; rows with a null are left out)."""
+    df = rows.select(F.col(a).cast("double").alias("_a"), F.col(b).cast("double").alias("_b"))
+    vectors = VectorAssembler(inputCols=["_a", "_b"], outputCol="_v", handleInvalid="skip").transform(df)
+    return float(Correlation.corr(vectors, "_v", "spearman").first()[0][0, 1])
+
+
 def regression(scored: DataFrame, prediction: str = "prediction", label: str = "label") -> Evaluation:
     """Metrics of predicted amounts against actual amounts."""
     df = scored.select(F.col(prediction).cast("double").alias("pred"), F.col(label).cast("double").alias("y"))
     metrics = {m: RegressionEvaluator(predictionCol="pred", labelCol="y", metricName=m).evaluate(df)
                for m in ("rmse", "mae", "r2")}
-    vectors = VectorAssembler(inputCols=["pred", "y"], outputCol="v").transform(df)
-    metrics["spearman"] = float(Correlation.corr(vectors, "v", "spearman").first()[0][0, 1])
+    metrics["spearman"] = spearman(df, "pred", "y")
     # Deciles of the prediction: mean predicted vs mean actual.
     decile_cuts = _quantile_buckets(df, "pred", 10)
     deciles = (

@@ -14,6 +14,8 @@ Kinds:
 - conversion: 1 when the profile has a goal event in the window;
 - churn: 1 when an eligible profile (by default: one with a purchase in the look-back) has none;
 - clv: the goal events' revenue in the window (0 when none);
+- clv_btyd: the same revenue, and `purchases`: the UTC days with a goal event in the window (the
+  BG/NBD counts one transaction per purchase day, as the `btyd_*` features do);
 - affinity: per (profile, category), the interactions in the window (`category_outcomes`);
 - segments: no label.
 """
@@ -63,7 +65,7 @@ def _in_range(dates: Sequence[dt.date], horizon_days: int) -> Column:
 
 
 def outcomes(dates: Sequence[dt.date], horizon_days: int, goal: GoalConfig) -> Callable[[DataFrame], DataFrame]:
-    """Resolved events -> (profile_id, as_of_date, goal_events, goal_revenue), for profiles with
+    """Resolved events -> (profile_id, as_of_date, goal_events, goal_days, goal_revenue), for profiles with
     any goal event in some window; windows of several dates may overlap, each counts on its own.
 
     One pass: each event is paired with the (few) as-of dates whose window holds it.
@@ -73,9 +75,11 @@ def outcomes(dates: Sequence[dt.date], horizon_days: int, goal: GoalConfig) -> C
         is_goal = goal_event(goal)
         return (
             events.where(_in_range(dates, horizon_days) & is_goal)
-            .select("profile_id", F.explode(_window_starts(dates, horizon_days)).alias("as_of_date"), "revenue")
+            .select("profile_id", F.explode(_window_starts(dates, horizon_days)).alias("as_of_date"), "revenue",
+                    F.to_date("ts").alias("day"))
             .groupBy("profile_id", "as_of_date")
             .agg(F.count(F.lit(1)).alias("goal_events"),
+                 F.count_distinct("day").alias("goal_days"),
                  F.coalesce(F.sum("revenue"), F.lit(0.0)).alias("goal_revenue"))
         )
 
@@ -109,6 +113,8 @@ def eligible(model: ModelConfig) -> Column:
         return F.coalesce(F.col("days_since_last_event") <= lookback, F.lit(False))
     if rule == "purchase":
         return F.coalesce(F.col("days_since_last_purchase") <= lookback, F.lit(False))
+    if rule == "customer":
+        return F.col("days_since_last_purchase").isNotNull()
     return F.lit(True)
 
 
@@ -119,12 +125,15 @@ def label(model: ModelConfig) -> Column:
         return (goal_events > 0).cast("double")
     if model.kind == "churn":
         return (goal_events == 0).cast("double")
-    if model.kind == "clv":
+    if model.kind in ("clv", "clv_btyd"):
         return F.coalesce(F.col("goal_revenue"), F.lit(0.0)).cast("double")
     raise ValueError(f"{model.kind} models have no per-profile label")
 
 
 def labelled(features: DataFrame, outcome: DataFrame, model: ModelConfig) -> DataFrame:
-    """Eligible feature rows with their `label` (features of D meet outcomes of [D, D + horizon))."""
+    """Eligible feature rows with their `label` (features of D meet outcomes of [D, D + horizon));
+    clv_btyd rows also get `purchases` (purchase days in the window)."""
     rows = features.where(eligible(model)).join(outcome, ["profile_id", "as_of_date"], "left")
-    return rows.select(*features.columns, label(model).alias("label"))
+    extra = [F.coalesce(F.col("goal_days"), F.lit(0)).cast("double").alias("purchases")] \
+        if model.kind == "clv_btyd" else []
+    return rows.select(*features.columns, label(model).alias("label"), *extra)

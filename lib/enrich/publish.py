@@ -64,6 +64,8 @@ def insight() -> Column:
         F.col("percentile").alias("percentile"),
         F.col("decile").alias("decile"),
         F.col("prediction").alias("prediction"),
+        F.col("p_alive").alias("pAlive"),
+        F.col("expected_purchases").alias("expectedPurchases"),
         F.col("factors").alias("factors"),
         F.transform("recommendations", lambda r: F.struct(r["category"].alias("category"), r["score"].alias("score")))
         .alias("categories"),

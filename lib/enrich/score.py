@@ -7,6 +7,8 @@ published records treat all models alike:
   `score` = round(100 x probability), `percentile` and `decile` of the probability, `factors`;
 - clv: `prediction` (currency over the model's horizon, floored at 0), `score` = `percentile`
   (a rank score, 1-100), `decile`, `factors`;
+- clv_btyd: `prediction` (discounted lifetime value over `model.clv.months`), `p_alive`,
+  `expected_purchases` (purchase days in the model's horizon), `score` = `percentile`, `decile`;
 - affinity: `recommendations` (top-k categories, best first, with the model's score; profiles the
   model has not seen get the most popular categories with a null score);
 - segments: `segment_id`, `segment_name`.
@@ -35,7 +37,7 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from enrich import explain, models
+from enrich import clv_btyd, explain, models
 from enrich import train as training
 
 KEYS = ("profile_id", "primary_namespace", "primary_id")
@@ -56,6 +58,8 @@ SCORES = StructType([
     StructField("segment_id", IntegerType()),
     StructField("segment_name", StringType()),
     StructField("factors", ArrayType(FACTOR)),
+    StructField("p_alive", DoubleType()),
+    StructField("expected_purchases", DoubleType()),
     StructField("model_version", StringType()),
     StructField("model_run_id", StringType()),
     StructField("score_date", DateType()),
@@ -121,14 +125,24 @@ def predictions(model: PipelineModel, rows: DataFrame, tried: Sequence[str], med
     return out.withColumnRenamed(explain.OUTPUT, "prediction")
 
 
+def btyd(model: clv_btyd.BtydModel, rows: DataFrame) -> DataFrame:
+    """clv_btyd: keys, `prediction` (lifetime value), `p_alive` and `expected_purchases`."""
+    return model.transform(rows.select(*KEYS, *clv_btyd.INPUTS)).select(*KEYS, "prediction", "p_alive",
+                                                                        "expected_purchases")
+
+
+VALUE_KINDS = ("clv", "clv_btyd")  # kinds that predict an amount (ranked by `prediction`)
+
+
 def ranked(kind: str) -> Callable[[DataFrame], DataFrame]:
-    """Percentile and decile of the probability (classification) or prediction (clv); clv's score
-    is its percentile. Reads its input three times (see `with_percentile`): persist it first."""
-    value = "prediction" if kind == "clv" else "probability"
+    """Percentile and decile of the probability (classification) or prediction (clv, clv_btyd); an
+    amount's score is its percentile. Reads its input three times (see `with_percentile`): persist it first."""
+    amount = kind in VALUE_KINDS
+    value = "prediction" if amount else "probability"
 
     def transform(df: DataFrame) -> DataFrame:
         out = df.transform(with_percentile(value)).withColumn("decile", decile(F.col("percentile")))
-        return out.withColumn("score", F.col("percentile")) if kind == "clv" else out
+        return out.withColumn("score", F.col("percentile")) if amount else out
 
     return transform
 

@@ -96,7 +96,9 @@ def write(
         if replace_where is None:
             writer = writer.option("overwriteSchema", "true")  # a replaced table may change shape
         else:
-            writer = writer.option("replaceWhere", replace_where)
+            # New columns (a new model output, a new feature window) are added to the table; a
+            # type change or a dropped column is still refused.
+            writer = writer.option("replaceWhere", replace_where).option("mergeSchema", "true")
     elif replace_where is not None:
         raise ValueError("replace_where is only supported for delta")
     writer.save(path)

@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from enrich import datagen, evaluate, identity, labels, models, xdm
+from enrich import clv_btyd, datagen, evaluate, identity, labels, models, xdm
 from enrich.config import Config, ModelConfig
 from enrich.errors import InputError
 
@@ -39,6 +39,7 @@ MAIN_METRIC: dict[str, tuple[str, bool]] = {
     "conversion": ("auc_roc", True),
     "churn": ("auc_roc", True),
     "clv": ("rmse", False),
+    "clv_btyd": (clv_btyd.MAIN_METRIC, False),
     "affinity": ("ndcg_at_k", True),
     "segments": ("silhouette", True),
 }
@@ -49,7 +50,7 @@ _NEVER = 100_000  # days: "never happened" for recency baselines
 class TrainResult:
     """A fitted model with everything the job logs about it."""
 
-    model: PipelineModel
+    model: PipelineModel | clv_btyd.BtydModel
     metrics: dict[str, float]
     main_metric: str
     higher_is_better: bool
@@ -126,7 +127,8 @@ def check_label_counts(counts: dict[str, int], cfg: Config) -> None:
                 problems.append(f"{counts[f'{part}_negatives']:,} negative labels in {part} (training.min_negatives "
                                 f"{t.min_negatives:,})")
         elif counts[f"{part}_positives"] < t.min_positives:
-            what = {"clv": "profiles with revenue", "affinity": "profiles with interactions"}.get(kind, "profiles")
+            what = {"clv": "profiles with revenue", "clv_btyd": "customers with revenue",
+                    "affinity": "profiles with interactions"}.get(kind, "profiles")
             problems.append(f"{counts[f'{part}_positives']:,} {what} in {part} (training.min_positives "
                             f"{t.min_positives:,})")
     if problems:
@@ -226,10 +228,11 @@ def _classification_baseline(kind: str) -> Column:
     return F.coalesce(F.col("days_since_last_purchase"), F.lit(_NEVER)).cast("double")
 
 
-def _previous_window_spend(horizon: int, windows: Sequence[int]) -> Column:
-    """Spend in the previous window of the horizon's length, from the closest feature window."""
+def _previous_window(measure: str, horizon: int, windows: Sequence[int]) -> Column:
+    """`measure` (revenue, purchases) in the previous window of the horizon's length, from the
+    closest feature window."""
     w = min((w for w in windows if w >= horizon), default=max(windows))
-    return F.col(f"revenue_{w}d") * (horizon / w)
+    return F.col(f"{measure}_{w}d") * (horizon / w)
 
 
 def _windows(schema: StructType) -> list[int]:
@@ -321,8 +324,8 @@ def _evaluate_supervised(fitted: PipelineModel, valid: DataFrame, validation_dat
         ev = evaluate.regression(scored)
         figures = evaluate.regression_figures(ev, title)
         metrics = dict(ev.metrics)
-        baseline = valid.withColumn("prediction", _previous_window_spend(model_cfg.horizon_days,
-                                                                         _windows(valid.schema)))
+        baseline = valid.withColumn("prediction", _previous_window("revenue", model_cfg.horizon_days,
+                                                                    _windows(valid.schema)))
         metrics.update({f"baseline_{k}": v for k, v in evaluate.regression(baseline).metrics.items() if k != "rows"})
         if truth_valid is not None:
             ceiling = valid.join(truth_valid, "profile_id").withColumn("prediction", F.col("expected_spend"))
@@ -338,10 +341,48 @@ def main_metric_of(model: PipelineModel, rows: DataFrame, cfg: Config, **context
         return evaluate.auc(scored, models.positive_probability(scored))[0]
     if kind == "clv":
         return evaluate.regression(model.transform(rows)).metrics["rmse"]
+    if kind == "clv_btyd":
+        return clv_btyd.main_metric(model, rows)
     if kind == "affinity":
         recs = recommend(model, context["profiles"], context["categories"], cfg.model.top_k, context["popular"])
         return evaluate.ranking(recs, context["relevant"], cfg.model.top_k)["ndcg_at_k"]
     return evaluate.silhouette(model.transform(rows), "segment_features", "prediction")
+
+
+# ------------------------------------------------------------------------------------------
+# Lifetime value, BG/NBD + Gamma-Gamma
+
+
+def train_btyd(rows: DataFrame, dates: Sequence[dt.date], cfg: Config, truth: DataFrame | None = None) -> TrainResult:
+    """clv_btyd: `rows` are eligible customers' feature rows with `label` (revenue) and `purchases`
+    (purchase days) in the outcome window. Fitted on the latest fitting date (see `clv_btyd`),
+    validated on the validation date against the previous window's purchases and spend."""
+    model_cfg = cfg.model
+    fitting_dates, validation_date = split_dates(dates)
+    fit, valid = out_of_time(rows, dates)
+    valid = valid.persist(StorageLevel.MEMORY_AND_DISK)  # scored, then ranked and bucketed
+    counts = _label_counts(fit.where(F.col("as_of_date") == F.lit(fitting_dates[-1])), valid)
+    check_label_counts(counts, cfg)
+    model, fit_metrics, where = clv_btyd.fit(rows, fitting_dates[-1], model_cfg)
+    windows = _windows(valid.schema)
+    scored = model.transform(valid).persist(StorageLevel.MEMORY_AND_DISK)
+    metrics, table = clv_btyd.validation_metrics(
+        scored, _previous_window("purchases", model_cfg.horizon_days, windows),
+        _previous_window("revenue", model_cfg.horizon_days, windows))
+    metrics.update(fit_metrics)
+    if truth is not None and _truth_models_goal(model_cfg):
+        truth_valid = _truth_for(truth, validation_date, model_cfg.horizon_days)
+        ceiling = valid.join(truth_valid, "profile_id").agg(
+            F.avg(F.abs(F.col("expected_purchases") - F.col("purchases"))).alias("mae"),
+            F.sqrt(F.avg((F.col("expected_spend") - F.col("label")) ** 2)).alias("rmse")).first()
+        metrics.update(truth_mae_purchases=float(ceiling["mae"]), truth_spend_rmse=float(ceiling["rmse"]))
+    scored.unpersist()
+    title = f"{model_cfg.name or model_cfg.kind} ({validation_date})"
+    figures = {"purchases_by_frequency.png": clv_btyd.frequency_figure(table, title)}
+    main, higher = MAIN_METRIC["clv_btyd"]
+    return TrainResult(model=model, metrics=metrics, main_metric=main, higher_is_better=higher,
+                       input_columns=list(clv_btyd.INPUTS), params={**model.mlflow_params, **where}, figures=figures,
+                       counts=counts, validation=valid, context={"purchases_by_frequency": table})
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,12 +20,10 @@ from typing import Any
 
 import mlflow
 import mlflow.artifacts
-import mlflow.spark
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
-from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -39,6 +37,7 @@ from enrich.jobs.cli import parser, run_job
 PROG = "score"
 log = logging.getLogger(__name__)
 SUPERVISED = ("conversion", "churn", "clv")
+RANKED = (*SUPERVISED, "clv_btyd")  # kinds with percentiles and deciles
 
 
 @dataclass
@@ -85,7 +84,8 @@ def render(as_of: dt.date, path: str, rows: Sequence[ModelScores], max_psi: floa
         lines.append(f"  {r.name:<12}{r.version:<9}{r.kind:<12}{r.rows:>9}  {state}")
     for r in rows:
         label = {"affinity": "top category", "segments": "segment"}.get(r.kind, "decile")
-        mean = {"clv": "mean prediction", "affinity": "", "segments": ""}.get(r.kind, "mean probability")
+        mean = {"clv": "mean prediction", "clv_btyd": "mean prediction", "affinity": "",
+                "segments": ""}.get(r.kind, "mean probability")
         lines.append(f"  {r.name} by {label}: " + ", ".join(
             f"{b}: {n}" + (f" ({m:.3f})" if mean and m is not None else "") for b, n, m in r.distribution)
             + (f"   [profiles ({mean})]" if mean else ""))
@@ -134,7 +134,7 @@ def feature_rows(spark: SparkSession, cfg: Config, as_of: dt.date) -> DataFrame:
     return train_job.read_features(spark, cfg, [as_of])
 
 
-def score_model(cfg: Config, reg: Registered, model: PipelineModel, eligible: DataFrame) -> DataFrame:
+def score_model(cfg: Config, reg: Registered, model: Any, eligible: DataFrame) -> DataFrame:
     """The model's scores of its eligible rows, in the `score.SCORES` shape (not yet ranked)."""
     m = reg.config
     if m.kind in SUPERVISED:
@@ -147,6 +147,8 @@ def score_model(cfg: Config, reg: Registered, model: PipelineModel, eligible: Da
         scorer = score.predictions if m.kind == "clv" else score.probabilities
         # Only what the model reads: each row is copied once per factor candidate.
         return scorer(model, eligible.select(*score.KEYS, *features), tried, medians, cfg.scoring.factors)
+    if m.kind == "clv_btyd":
+        return score.btyd(model, eligible)
     if m.kind == "affinity":
         return score.recommendations(model, eligible, reg.described["categories"], m.top_k, reg.described["popular"])
     return score.segments(model, eligible)
@@ -154,8 +156,8 @@ def score_model(cfg: Config, reg: Registered, model: PipelineModel, eligible: Da
 
 def distribution(scored: DataFrame, kind: str) -> list[tuple[str, int, float]]:
     """A small summary of the scores: per decile, top category or segment (at most ten rows)."""
-    if kind in SUPERVISED:
-        value = "prediction" if kind == "clv" else "probability"
+    if kind in RANKED:
+        value = "prediction" if kind in score.VALUE_KINDS else "probability"
         rows = scored.groupBy("decile").agg(F.count(F.lit(1)).alias("n"), F.avg(value).alias("m")).orderBy("decile")
         return [(str(r["decile"]), r["n"], r["m"]) for r in rows.collect()]
     key = drift.watched(kind) if kind == "affinity" else F.col("segment_name")
@@ -217,11 +219,11 @@ def run(spark: SparkSession, cfg: Config, only: Sequence[str] = ()) -> list[Mode
     summaries = []
     for reg in registered:
         log.info("scoring %s version %s (%s) as of %s", reg.name, reg.version, reg.config.kind, as_of)
-        model = mlflow.spark.load_model(f"models:/{reg.name}/{reg.version}")
+        model = train_job.load_model(reg.config.kind, f"models:/{reg.name}/{reg.version}")
         # Kept: ranking reads the scores three times and the drift check once more.
         eligible = rows.where(labels.eligible(reg.config))
         scored = score_model(cfg, reg, model, eligible).persist(StorageLevel.MEMORY_AND_DISK)
-        ranked = scored.transform(score.ranked(reg.config.kind)) if reg.config.kind in SUPERVISED else scored
+        ranked = scored.transform(score.ranked(reg.config.kind)) if reg.config.kind in RANKED else scored
         final = ranked.transform(score.conform(reg.config.kind, reg.name, reg.version, reg.run_id, as_of))
         final, observation = tables.observe(final, f"scores-{reg.name}", rows=F.count(F.lit(1)))
         tables.write(final, cfg.scores_path, "delta", partition_by=score.PARTITIONS,

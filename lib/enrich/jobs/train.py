@@ -18,15 +18,17 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import mlflow
+import mlflow.artifacts
 import mlflow.spark
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from enrich import drift, identity, labels, quality, registry, score, tables
+from enrich import clv_btyd, drift, evaluate, identity, labels, quality, registry, score, tables
 from enrich import train as training
 from enrich.config import Config, load_config, locate
 from enrich.errors import InputError
@@ -54,11 +56,11 @@ class ModelSummary:
 
 def render(rows: Sequence[ModelSummary]) -> str:
     lines = [f"{PROG}: {len(rows)} model(s)",
-             f"  {'model':<12}{'kind':<12}{'algorithm':<14}{'metric':<12}{'model':>9}{'baseline':>10}{'truth':>9}"
+             f"  {'model':<12}{'kind':<10}{'algorithm':<19}{'metric':<15}{'model':>9}{'baseline':>10}{'truth':>9}"
              f"  {'version':<8}champion?"]
     for r in rows:
         ceiling = f"{r.ceiling:>9.4f}" if r.ceiling is not None else f"{'n/a':>9}"
-        lines.append(f"  {r.name:<12}{r.kind:<12}{r.algorithm:<14}{r.metric:<12}{r.value:>9.4f}{r.baseline:>10.4f}"
+        lines.append(f"  {r.name:<12}{r.kind:<10}{r.algorithm:<19}{r.metric:<15}{r.value:>9.4f}{r.baseline:>10.4f}"
                      f"{ceiling}  {r.version:<8}{'yes' if r.promoted else 'no'}: {r.reason}")
     return "\n".join(lines)
 
@@ -121,6 +123,8 @@ def fit(cfg: Config, features: DataFrame, events: DataFrame | None,
         outcome = events.transform(labels.category_outcomes(dates, m.horizon_days)).persist()
         return training.train_affinity(training.affinity_data(features, outcome, dates, cfg), cfg, truth), outcome
     rows = labels.labelled(features, events.transform(labels.outcomes(dates, m.horizon_days, m.goal)), m).persist()
+    if m.kind == "clv_btyd":
+        return training.train_btyd(rows, dates, cfg, truth), rows
     return training.train_supervised(rows, dates, cfg, truth), rows
 
 
@@ -157,6 +161,8 @@ def drift_reference(result: training.TrainResult, cfg: Config) -> dict[str, Any]
         ref = drift.reference(result.validation, inputs, bins=bins)
         if kind == "segments":
             out = score.segments(result.model, result.validation)
+        elif kind == "clv_btyd":
+            out = score.btyd(result.model, result.validation)
         else:
             scorer = score.predictions if kind == "clv" else score.probabilities
             out = scorer(result.model, result.validation.select(*score.KEYS, *inputs), [], {}, top=0)
@@ -164,6 +170,49 @@ def drift_reference(result: training.TrainResult, cfg: Config) -> dict[str, Any]
     if drift.categorical(kind):
         return {**ref, **drift.reference(output, [], [drift.OUTPUT])}
     return {**ref, **drift.reference(output, [drift.OUTPUT], bins=bins)}
+
+
+def load_model(kind: str, uri: str) -> Any:
+    """A registered model of `kind` for scoring: the Spark pipeline, or a `clv_btyd.BtydModel`."""
+    return clv_btyd.load(uri) if kind == "clv_btyd" else mlflow.spark.load_model(uri)
+
+
+def _log_spark_model(model: Any, example: Any, name: str) -> Any:
+    with tempfile.TemporaryDirectory() as tmp:
+        # Requirements given, not inferred: inferring them re-loads and runs the model in a subprocess.
+        return mlflow.spark.log_model(model, artifact_path="model", signature=infer_signature(example),
+                                      input_example=example, registered_model_name=name, dfs_tmpdir=tmp,
+                                      pip_requirements=mlflow.spark.get_default_pip_requirements())
+
+
+def compare_with_clv(cfg: Config, result: training.TrainResult) -> None:
+    """clv_btyd: the champion of the `model.compare_with` clv model on the same validation rows, as
+    `compared_*` metrics beside the BTYD model's own (spend over the horizon, rank correlation of
+    value with actual spend). Skipped, with the reason logged, when there is nothing comparable."""
+    other = cfg.model.compare_with
+    if not other:
+        return
+    registry.configure(cfg.mlflow)
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(other, registry.CHAMPION)
+        described = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{mv.run_id}/config.yaml"))["model"]
+    except (MlflowException, OSError, KeyError, TypeError) as exc:
+        log.info("no %s@%s to compare the BTYD model with (%s)", other, registry.CHAMPION, str(exc).splitlines()[0])
+        return
+    if described.get("kind") != "clv" or described.get("horizon_days") != cfg.model.horizon_days:
+        log.warning("not comparing with %s: it is a %s model with horizon %s days, not clv over %s days", other,
+                    described.get("kind"), described.get("horizon_days"), cfg.model.horizon_days)
+        return
+    model = mlflow.spark.load_model(f"models:/{other}/{mv.version}")
+    scored = model.transform(result.validation).withColumn("prediction", F.greatest("prediction", F.lit(0.0)))
+    ev = evaluate.regression(scored).metrics
+    result.metrics.update(compared_spend_rmse=ev["rmse"], compared_spend_mae=ev["mae"],
+                          compared_clv_spearman=ev["spearman"],
+                          compared_version=float(mv.version))
+    log.info("%s v%s on the same %s customers: spend RMSE %.4f (BTYD %.4f), rank correlation with spend %.4f "
+             "(BTYD CLV %.4f)", other, mv.version, f"{ev['rows']:,.0f}", ev["rmse"], result.metrics["spend_rmse"],
+             result.metrics["compared_clv_spearman"], result.metrics["clv_spearman"])
 
 
 def log_and_register(cfg: Config, name: str, result: training.TrainResult, features: DataFrame,
@@ -177,7 +226,7 @@ def log_and_register(cfg: Config, name: str, result: training.TrainResult, featu
     champion_score = None
     if champion is not None and promote == "auto":
         try:
-            current = mlflow.spark.load_model(f"models:/{name}@{registry.CHAMPION}")
+            current = load_model(cfg.model.kind, f"models:/{name}@{registry.CHAMPION}")
             champion_score = training.main_metric_of(current, result.validation, cfg, **result.context)
         except Exception as exc:
             log.warning("champion %s v%s could not be scored on this window (%s); comparing with the baseline only",
@@ -189,7 +238,9 @@ def log_and_register(cfg: Config, name: str, result: training.TrainResult, featu
     with mlflow.start_run(experiment_id=experiment, run_name=f"{name} {dates[-1]}") as run:
         resolved = cfg.model_dump(mode="json")
         params = _flatten({k: resolved[k] for k in ("model", "training", "promotion", "features", "identity")})
-        params.update({f"chosen.{k}": str(v)[:500] for k, v in result.params.items()})
+        # A search's chosen values; a BTYD fit's parameters under their published names (r, alpha, ...).
+        chosen = "" if cfg.model.kind == "clv_btyd" else "chosen."
+        params.update({f"{chosen}{k}": str(v)[:500] for k, v in result.params.items()})
         params["training.dates"] = ",".join(str(d) for d in dates)
         mlflow.log_params(params)
         mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
@@ -202,14 +253,15 @@ def log_and_register(cfg: Config, name: str, result: training.TrainResult, featu
             described.update(categories=result.context["categories"], popular=result.context["popular"])
         mlflow.log_dict(described, "features.json")
         mlflow.log_dict(drift_reference(result, cfg), "reference.json")
+        if "purchases_by_frequency" in result.context:
+            mlflow.log_dict(result.context["purchases_by_frequency"], "purchases_by_frequency.json")
         mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config.yaml")
         mlflow.log_text(features.schema.json(), "training_schema.json")
         example = _example(result, features)
-        with tempfile.TemporaryDirectory() as tmp:
-            # Requirements given, not inferred: inferring them re-loads and runs the model in a subprocess.
-            info = mlflow.spark.log_model(result.model, artifact_path="model", signature=infer_signature(example),
-                                          input_example=example, registered_model_name=name, dfs_tmpdir=tmp,
-                                          pip_requirements=mlflow.spark.get_default_pip_requirements())
+        if isinstance(result.model, clv_btyd.BtydModel):
+            info = clv_btyd.log_model(result.model, example, name)
+        else:
+            info = _log_spark_model(result.model, example, name)
         version = str(info.registered_model_version)
         registry.set_aliases(client, name, version, decision.promote)
         mlflow.set_tags({"promotion.decision": "champion" if decision.promote else "challenger",
@@ -246,9 +298,12 @@ def run(spark: SparkSession, configs: Sequence[tuple[Config, str | None]], promo
         log.info("training %s (%s, %s)", name, cfg.model.kind, cfg.model.estimator)
         rows = features.where(F.col("as_of_date").isin(cfg.training.dates()))
         result, cached = fit(cfg, rows, events, truth)
+        if cfg.model.kind == "clv_btyd":
+            compare_with_clv(cfg, result)
         summaries.append(log_and_register(cfg, name, result, rows, promote))
-        if cached is not None:
-            cached.unpersist()
+        for kept in (cached, result.validation):
+            if kept is not None:
+                kept.unpersist()
     features.unpersist()
     if events is not None:
         events.unpersist()
