@@ -244,7 +244,10 @@ def compress(rows: DataFrame, columns: Sequence[str], max_rows: int) -> pd.DataF
     hundreds of thousands however many profiles there are."""
     grouped = rows.groupBy(*columns).agg(F.count(F.lit(1)).alias("weight"))
     summaries = grouped.limit(max_rows + 1).toPandas()  # one pass; never more than the bound collected
-    return None if len(summaries) > max_rows else summaries
+    if len(summaries) > max_rows:
+        return None
+    # In a fixed order: the float sums of the likelihood, hence the fit, are then the same every run.
+    return summaries.sort_values(list(columns), ignore_index=True)
 
 
 def fit_profiles(rows: DataFrame, penalizer: float = 0.0, max_rows: int = 5_000_000) -> tuple[Fit, Fit]:

@@ -148,14 +148,19 @@ def _frequency_bucket() -> Column:
     return F.when(x >= _BUCKETS, F.lit(f"{_BUCKETS}+")).otherwise(x.cast("string"))
 
 
+def purchase_error() -> Column:
+    """|expected - actual purchase days| of a scored row (the main metric's term)."""
+    return F.abs(F.col("expected_purchases") - F.col("purchases"))
+
+
 def validation_metrics(scored: DataFrame, baseline_purchases: Column, baseline_spend: Column
-             ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+                       ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Metrics of scored validation rows (outputs, `purchases`, `label`) and the purchases-by-frequency
     table (one row per bucket: profiles, mean actual and expected purchases)."""
     spend = F.col("expected_purchases") * F.col("expected_order_value")
     row = scored.select(
         F.count(F.lit(1)).alias("rows"),
-        F.avg(F.abs(F.col("expected_purchases") - F.col("purchases"))).alias("mae_purchases"),
+        F.avg(purchase_error()).alias("mae_purchases"),
         F.sqrt(F.avg((F.col("expected_purchases") - F.col("purchases")) ** 2)).alias("rmse_purchases"),
         F.avg(F.abs(baseline_purchases - F.col("purchases"))).alias("baseline_mae_purchases"),
         F.avg("expected_purchases").alias("mean_expected_purchases"),
@@ -197,5 +202,5 @@ def frequency_figure(table: Sequence[dict[str, Any]], title: str) -> Figure:
 
 def main_metric(model: BtydModel, rows: DataFrame) -> float:
     """MAE of expected vs actual purchase days on validation rows (with `purchases`)."""
-    return float(model.transform(rows).agg(F.avg(F.abs(F.col("expected_purchases") - F.col("purchases")))).first()[0])
+    return float(model.transform(rows).agg(F.avg(purchase_error())).first()[0])
 

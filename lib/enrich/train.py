@@ -373,7 +373,7 @@ def train_btyd(rows: DataFrame, dates: Sequence[dt.date], cfg: Config, truth: Da
     if truth is not None and _truth_models_goal(model_cfg):
         truth_valid = _truth_for(truth, validation_date, model_cfg.horizon_days)
         ceiling = valid.join(truth_valid, "profile_id").agg(
-            F.avg(F.abs(F.col("expected_purchases") - F.col("purchases"))).alias("mae"),
+            F.avg(clv_btyd.purchase_error()).alias("mae"),  # the generator's expected purchases
             F.sqrt(F.avg((F.col("expected_spend") - F.col("label")) ** 2)).alias("rmse")).first()
         metrics.update(truth_mae_purchases=float(ceiling["mae"]), truth_spend_rmse=float(ceiling["rmse"]))
     scored.unpersist()

@@ -56,11 +56,11 @@ class ModelSummary:
 
 def render(rows: Sequence[ModelSummary]) -> str:
     lines = [f"{PROG}: {len(rows)} model(s)",
-             f"  {'model':<12}{'kind':<10}{'algorithm':<19}{'metric':<15}{'model':>9}{'baseline':>10}{'truth':>9}"
+             f"  {'model':<12}{'kind':<12}{'algorithm':<19}{'metric':<15}{'model':>9}{'baseline':>10}{'truth':>9}"
              f"  {'version':<8}champion?"]
     for r in rows:
         ceiling = f"{r.ceiling:>9.4f}" if r.ceiling is not None else f"{'n/a':>9}"
-        lines.append(f"  {r.name:<12}{r.kind:<10}{r.algorithm:<19}{r.metric:<15}{r.value:>9.4f}{r.baseline:>10.4f}"
+        lines.append(f"  {r.name:<12}{r.kind:<12}{r.algorithm:<19}{r.metric:<15}{r.value:>9.4f}{r.baseline:>10.4f}"
                      f"{ceiling}  {r.version:<8}{'yes' if r.promoted else 'no'}: {r.reason}")
     return "\n".join(lines)
 
