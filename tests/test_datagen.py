@@ -203,6 +203,9 @@ def test_true_outcomes_by_hand(spark):
     assert got["whole"].expected_spend == pytest.approx(50.0)
     assert got["whole"].active_at_as_of
     assert got["churns_mid_window"].expected_purchases == pytest.approx(0.5)
+    # Days with a purchase: 10 active days, each with P(any of Poisson(0.1)) = 1 - e^-0.1.
+    assert got["whole"].expected_purchase_days == pytest.approx(10 * (1 - math.exp(-0.1)))
+    assert got["churns_mid_window"].expected_purchase_days == pytest.approx(5 * (1 - math.exp(-0.1)))
     assert got["churned_before"].p_purchase == 0.0 and not got["churned_before"].active_at_as_of
     assert got["arrives_later"].expected_purchases == 0.0
     # A window that runs past the end of the data is cut there.

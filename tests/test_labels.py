@@ -56,6 +56,12 @@ def test_goal_days_count_purchase_days_not_events(spark):
     assert [tuple(r) for r in out.collect()] == [("p1", D1, 3, 2, 30.0)]
 
 
+def test_previous_outcomes_are_the_window_just_before_d(spark):
+    # [D - 7, D): for D1 the purchase a minute before D1; for D2 the one exactly at D1 (not D2's own).
+    out = events(spark, LOG).transform(labels.previous_outcomes([D1, D2], H, ModelConfig().goal))
+    assert sorted(tuple(r) for r in out.collect()) == [("p1", D1, 1, 10.0), ("p1", D2, 1, 20.0)]
+
+
 def test_category_outcomes_count_interactions_per_window(spark):
     out = events(spark, LOG).transform(labels.category_outcomes([D1, D2], H))
     assert sorted(tuple(r) for r in out.collect()) == [

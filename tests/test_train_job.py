@@ -3,6 +3,10 @@ the truth's ceiling, lands in MLflow with its artifacts, registers, gets aliases
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -10,6 +14,7 @@ import mlflow.artifacts
 import mlflow.pyfunc
 import mlflow.spark
 import numpy as np
+import pandas as pd
 import pytest
 from enrich import clv_btyd, models, tables
 from enrich import train as training
@@ -36,7 +41,7 @@ def test_models_come_near_the_truths_ceiling(trained):
     assert s["conversion"].ceiling - 0.15 <= s["conversion"].value <= s["conversion"].ceiling + 0.03
     assert s["churn"].ceiling - 0.15 <= s["churn"].value <= s["churn"].ceiling + 0.03
     assert s["clv"].ceiling <= s["clv"].value <= 1.5 * s["clv"].ceiling  # RMSE: the true expected spend is the floor
-    # MAE of purchase days: the generator's expected purchases are the floor.
+    # RMSE of purchase days: the generator's expected purchase days are the floor (in expectation).
     assert s["clv_btyd"].ceiling <= s["clv_btyd"].value <= 1.5 * s["clv_btyd"].ceiling
     assert s["affinity"].value >= s["affinity"].ceiling - 0.25
     assert s["segments"].ceiling is None
@@ -87,12 +92,13 @@ def test_btyd_run_logs_its_parameters_evaluation_and_comparison(trained):
     assert 0 < metrics["mean_p_alive"] < 1 and metrics["clv_spearman"] > 0.1
     # The expected purchases over all validation customers are close to what they did.
     assert metrics["mean_expected_purchases"] == pytest.approx(metrics["mean_actual_purchases"], rel=0.3)
-    # By calibration frequency: every validation customer in one bucket, the means consistent.
+    # Calibration by frequency (the papers' holdout plot): in each bucket of at least 100 customers,
+    # the mean expected purchase days are within 0.06 of what those customers did.
     table = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/purchases_by_frequency.json")
-    assert sum(r["profiles"] for r in table) == metrics["rows"] == metrics["count_validation_rows"]
-    assert sum(r["profiles"] * r["actual"] for r in table) / metrics["rows"] == pytest.approx(
-        metrics["mean_actual_purchases"], rel=1e-9)
-    assert [r["frequency"] for r in table] == sorted((r["frequency"] for r in table), key=lambda f: int(f.rstrip("+")))
+    assert sum(r["profiles"] for r in table) == metrics["count_validation_rows"]
+    big = [r for r in table if r["profiles"] >= 100]
+    assert len(big) >= 2 and all(abs(r["expected"] - r["actual"]) < 0.06 for r in big), big
+    assert [r["expected"] for r in big] == sorted(r["expected"] for r in big)  # more history, more purchases
     # The comparison: the clv champion of this run, on the same rows, spend over the same horizon.
     assert metrics["compared_version"] == float(client.get_model_version_by_alias("clv", "champion").version)
     assert {"compared_spend_rmse", "compared_spend_mae", "compared_clv_spearman", "spend_rmse",
@@ -101,7 +107,8 @@ def test_btyd_run_logs_its_parameters_evaluation_and_comparison(trained):
 
 
 def test_btyd_pyfunc_predicts_what_spark_scores(spark, trained):
-    """The registered pyfunc (parameters + code) and the Spark scoring path give the same numbers."""
+    """Plumbing (the maths is checked against lifetimes in test_btyd_model): the registered pyfunc
+    (parameters + code) and the Spark scoring path give the same numbers."""
     root, _, _ = trained
     features = tables.read(spark, f"{root}/lake/features", "delta").where("as_of_date = DATE'2025-07-01'")
     customers = features.where(F.col("days_since_last_purchase").isNotNull()).select("profile_id", *clv_btyd.INPUTS)
@@ -117,6 +124,30 @@ def test_btyd_pyfunc_predicts_what_spark_scores(spark, trained):
     assert (expected["p_alive"].between(0, 1)).all() and (expected["clv"] > 0).all()
     # Without repeat purchases a customer counts as alive (the model's convention).
     assert (expected["p_alive"][local["btyd_frequency"] == 0] == 1.0).all()
+
+
+def test_btyd_pyfunc_serves_without_spark(trained, tmp_path):
+    """The registered model loads and predicts in a Python where pyspark cannot be imported."""
+    root, _, _ = trained
+    frame = tmp_path / "in.json"
+    frame.write_text(json.dumps({"btyd_frequency": [0.0, 4.0], "btyd_recency": [0.0, 90.0], "btyd_T": [120.0, 100.0],
+                                 "btyd_monetary_value": [0.0, 42.5]}))
+    script = (
+        "import sys, json; sys.modules['pyspark'] = None  # any import of pyspark now fails\n"
+        "import mlflow, pandas as pd\n"
+        "out = mlflow.pyfunc.load_model('models:/clv_btyd@champion').predict(pd.read_json(sys.argv[1]).astype(float))\n"
+        "print(json.dumps({'modules': sorted(m for m in sys.modules if m.startswith('pyspark') and sys.modules[m]),"
+        " 'out': out.to_dict(orient='list')}))\n")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store}
+    done = subprocess.run([sys.executable, "-c", script, str(frame)], check=False, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["modules"] == []
+    expected = clv_btyd.load("models:/clv_btyd@champion").predict(pd.read_json(frame).astype(float))
+    for column in clv_btyd.OUTPUTS:
+        np.testing.assert_allclose(answer["out"][column], expected[column], rtol=1e-12, err_msg=column)
 
 
 def test_champions_load_back_and_score(spark, trained):

@@ -6,10 +6,10 @@ summaries of several dates would count a customer's history more than once). Val
 customers eligible at the validation date, against what they did in [D, D + horizon): purchase days
 (`purchases`, the model's unit) and revenue (`label`). The registered model is that fit.
 
-Registered as an MLflow pyfunc: its parameters (`btyd.json`) and this package's code, so it loads
-and predicts on pandas anywhere MLflow runs. The score job reads the parameters back and scores in
-Spark (`BtydModel.transform`: native expressions and one pandas UDF), never through the pyfunc's
-row-wise path.
+Registered as an MLflow pyfunc (`btyd_pyfunc`): its parameters (`btyd.json`) and this package's
+code, so it loads and predicts on pandas anywhere MLflow runs, without Spark. The score job reads
+the parameters back and scores in Spark (`BtydModel.transform`: native expressions and one pandas
+UDF), never through the pyfunc's row-wise path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import mlflow
 import mlflow.pyfunc
 import numpy as np
@@ -33,12 +32,12 @@ from mlflow.models import infer_signature
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from enrich import btyd_model, evaluate
+from enrich import btyd_math, btyd_model, btyd_pyfunc, evaluate
 from enrich.config import ClvConfig, ModelConfig
 
-INPUTS = [btyd_model.FREQUENCY, btyd_model.RECENCY, btyd_model.AGE, btyd_model.MONETARY]
-OUTPUTS = ["p_alive", "expected_purchases", "expected_order_value", "clv"]
-MAIN_METRIC = "mae_purchases"
+INPUTS = btyd_pyfunc.INPUTS
+OUTPUTS = btyd_pyfunc.OUTPUTS
+MAIN_METRIC = "rmse_purchases"
 _BUCKETS = 7  # frequency buckets of the calibration plot: 0 .. 6 and "7+"
 
 
@@ -52,10 +51,11 @@ class BtydModel:
     clv: ClvConfig
 
     @classmethod
-    def of(cls, bgnbd: btyd_model.Fit, gg: btyd_model.Fit, model: ModelConfig) -> BtydModel:
+    def of(cls, bgnbd: btyd_math.Fit, gg: btyd_math.Fit, model: ModelConfig) -> BtydModel:
         return cls(dict(bgnbd.params), dict(gg.params), model.horizon_days, model.clv)
 
     def to_dict(self) -> dict[str, Any]:
+        """The pyfunc's state (`btyd.json`)."""
         return {"bgnbd": self.bgnbd, "gamma_gamma": self.gamma_gamma, "horizon_days": self.horizon_days,
                 "clv": self.clv.model_dump(mode="json")}
 
@@ -79,49 +79,29 @@ class BtydModel:
         return out.withColumn("prediction", F.col("clv"))
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The outputs for a pandas frame of `INPUTS` (the pyfunc's predict)."""
-        x, t_x, T, m = (frame[col].to_numpy(dtype=float) for col in INPUTS)
-        c = self.clv
-        return pd.DataFrame({
-            "p_alive": btyd_model.p_alive(self.bgnbd, x, t_x, T),
-            "expected_purchases": btyd_model.expected_purchases(self.bgnbd, self.horizon_days, x, t_x, T),
-            "expected_order_value": btyd_model.expected_order_value(self.gamma_gamma, x, m),
-            "clv": btyd_model.clv(self.bgnbd, self.gamma_gamma, x, t_x, T, m=m, months=c.months,
-                                  monthly_discount=c.monthly_discount, margin=c.margin,
-                                  days_per_month=c.days_per_month),
-        })
-
-
-class BtydPyfunc(mlflow.pyfunc.PythonModel):
-    """The MLflow face of a `BtydModel`: parameters from the `btyd` artifact, code from this package."""
-
-    def load_context(self, context: Any) -> None:
-        self.model = BtydModel.from_dict(json.loads(Path(context.artifacts["btyd"]).read_text()))
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return self.model.predict(model_input)
+        """The outputs for a pandas frame of `INPUTS` (what the registered pyfunc computes)."""
+        return btyd_pyfunc.predict(self.to_dict(), frame)
 
 
 def log_model(model: BtydModel, example: pd.DataFrame, registered_name: str) -> Any:
-    """Log (and register) the pyfunc in the active run; the ModelInfo."""
+    """Log (and register) the pyfunc in the active run; the ModelInfo. Its code is this package
+    (the pyfunc imports only `btyd_pyfunc` and `btyd_math`), its requirements no Spark."""
     package = Path(__file__).resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
-        params = Path(tmp) / "btyd.json"
-        params.write_text(json.dumps(model.to_dict(), indent=2))
+        state = Path(tmp) / "btyd.json"
+        state.write_text(json.dumps(model.to_dict(), indent=2))
         # Requirements given, not inferred (inferring loads the model in a subprocess).
         requirements = [f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
-                        f"scipy=={scipy.__version__}", f"pydantic=={__import__('pydantic').__version__}",
-                        f"pyspark=={__import__('pyspark').__version__}", f"matplotlib=={matplotlib.__version__}"]
-        return mlflow.pyfunc.log_model(name="model", python_model=BtydPyfunc(), artifacts={"btyd": str(params)},
-                                       code_paths=[str(package)], signature=infer_signature(example,
-                                                                                            model.predict(example)),
-                                       input_example=example, registered_model_name=registered_name,
-                                       pip_requirements=requirements)
+                        f"scipy=={scipy.__version__}"]
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=btyd_pyfunc.BtydPyfunc(), artifacts={btyd_pyfunc.ARTIFACT: str(state)},
+            code_paths=[str(package)], signature=infer_signature(example, model.predict(example)),
+            input_example=example, registered_model_name=registered_name, pip_requirements=requirements)
 
 
 def load(uri: str) -> BtydModel:
     """The `BtydModel` of a logged or registered pyfunc (`models:/name/3`, `runs:/...`)."""
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+    return BtydModel.from_dict(mlflow.pyfunc.load_model(uri).unwrap_python_model().state)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,7 +124,7 @@ def fit(rows: DataFrame, fitting_date: dt.date, model: ModelConfig
 
 
 def _frequency_bucket() -> Column:
-    x = F.col(btyd_model.FREQUENCY).cast("int")
+    x = F.col(btyd_math.FREQUENCY).cast("int")
     return F.when(x >= _BUCKETS, F.lit(f"{_BUCKETS}+")).otherwise(x.cast("string"))
 
 
@@ -153,21 +133,24 @@ def purchase_error() -> Column:
     return F.abs(F.col("expected_purchases") - F.col("purchases"))
 
 
-def validation_metrics(scored: DataFrame, baseline_purchases: Column, baseline_spend: Column
-                       ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics of scored validation rows (outputs, `purchases`, `label`) and the purchases-by-frequency
-    table (one row per bucket: profiles, mean actual and expected purchases)."""
+def validation_metrics(scored: DataFrame) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics of scored validation rows (outputs, `purchases`, `label`, and the previous window's
+    `previous_purchases` and `previous_revenue`: the baseline forecasts the next window repeats the
+    last) and the purchases-by-frequency table (one row per bucket: profiles, mean actual and
+    expected purchases)."""
     spend = F.col("expected_purchases") * F.col("expected_order_value")
+    base = F.col("previous_purchases") - F.col("purchases")
     row = scored.select(
         F.count(F.lit(1)).alias("rows"),
+        F.sqrt(F.avg(purchase_error() ** 2)).alias("rmse_purchases"),
         F.avg(purchase_error()).alias("mae_purchases"),
-        F.sqrt(F.avg((F.col("expected_purchases") - F.col("purchases")) ** 2)).alias("rmse_purchases"),
-        F.avg(F.abs(baseline_purchases - F.col("purchases"))).alias("baseline_mae_purchases"),
+        F.sqrt(F.avg(base**2)).alias("baseline_rmse_purchases"),
+        F.avg(F.abs(base)).alias("baseline_mae_purchases"),
         F.avg("expected_purchases").alias("mean_expected_purchases"),
         F.avg("purchases").alias("mean_actual_purchases"),
         F.sqrt(F.avg((spend - F.col("label")) ** 2)).alias("spend_rmse"),
         F.avg(F.abs(spend - F.col("label"))).alias("spend_mae"),
-        F.sqrt(F.avg((baseline_spend - F.col("label")) ** 2)).alias("baseline_spend_rmse"),
+        F.sqrt(F.avg((F.col("previous_revenue") - F.col("label")) ** 2)).alias("baseline_spend_rmse"),
         F.avg("p_alive").alias("mean_p_alive"),
         F.avg("clv").alias("mean_clv"),
     ).first().asDict()
@@ -201,6 +184,6 @@ def frequency_figure(table: Sequence[dict[str, Any]], title: str) -> Figure:
 
 
 def main_metric(model: BtydModel, rows: DataFrame) -> float:
-    """MAE of expected vs actual purchase days on validation rows (with `purchases`)."""
-    return float(model.transform(rows).agg(F.avg(purchase_error())).first()[0])
+    """RMSE of expected vs actual purchase days on validation rows (with `purchases`)."""
+    return float(model.transform(rows).agg(F.sqrt(F.avg(purchase_error() ** 2))).first()[0])
 

@@ -275,7 +275,8 @@ class ModelConfig(_Section):
     """clv_btyd: the lifetime value it predicts (`prediction`)."""
     compare_with: str | None = "clv"
     """clv_btyd: a registered `clv` model (its champion) scored on the same validation window, for
-    comparison (metrics `compared_*`); skipped when it is not registered or has another horizon."""
+    comparison (metrics `compared_*`); skipped when it is not registered, has another horizon or
+    was trained on other as-of dates."""
 
     @model_validator(mode="after")
     def _algorithm_fits_kind(self) -> ModelConfig:

@@ -490,7 +490,8 @@ def true_outcomes(as_of: dt.date, horizon_days: int, end_date: dt.date) -> Calla
 
     Purchases are a Poisson process of rate `purchase_rate` while the person is active, so with
     `a` active days in the window the count is Poisson(rate * a): P(any purchase) = 1 - exp(-rate*a),
-    expected spend = rate * a * expected order value. The window is cut at the end of the data.
+    expected spend = rate * a * expected order value, expected purchase days = a * (1 - exp(-rate)).
+    The window is cut at the end of the data.
     """
     d0 = _epoch(as_of)
     d1 = min(d0 + horizon_days * DAY, _epoch(end_date))
@@ -506,6 +507,8 @@ def true_outcomes(as_of: dt.date, horizon_days: int, end_date: dt.date) -> Calla
             ((start <= d0) & (churn > d0)).alias("active_at_as_of"),
             active_days.alias("active_days_in_window"),
             expected.alias("expected_purchases"),
+            # Days with at least one purchase: each active day's count is Poisson(rate).
+            (active_days * (1.0 - F.exp(-F.col("purchase_rate")))).alias("expected_purchase_days"),
             (1.0 - F.exp(-expected)).alias("p_purchase"),
             (expected * F.col("expected_order_value")).alias("expected_spend"),
         )

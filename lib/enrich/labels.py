@@ -86,6 +86,21 @@ def outcomes(dates: Sequence[dt.date], horizon_days: int, goal: GoalConfig) -> C
     return transform
 
 
+def previous_outcomes(dates: Sequence[dt.date], horizon_days: int,
+                      goal: GoalConfig) -> Callable[[DataFrame], DataFrame]:
+    """Resolved events -> (profile_id, as_of_date, previous_days, previous_revenue): the goal's
+    purchase days and revenue in the window of the same length just before each D, [D - horizon, D)
+    (a baseline's forecast: only events before D)."""
+
+    def transform(events: DataFrame) -> DataFrame:
+        earlier = [d - dt.timedelta(days=horizon_days) for d in dates]
+        return events.transform(outcomes(earlier, horizon_days, goal)).select(
+            "profile_id", F.date_add("as_of_date", horizon_days).alias("as_of_date"),
+            F.col("goal_days").alias("previous_days"), F.col("goal_revenue").alias("previous_revenue"))
+
+    return transform
+
+
 def category_outcomes(dates: Sequence[dt.date], horizon_days: int) -> Callable[[DataFrame], DataFrame]:
     """Resolved events -> (profile_id, as_of_date, category, interactions): events that name a
     product category (views, cart adds, purchases) in each window."""
@@ -130,10 +145,18 @@ def label(model: ModelConfig) -> Column:
     raise ValueError(f"{model.kind} models have no per-profile label")
 
 
-def labelled(features: DataFrame, outcome: DataFrame, model: ModelConfig) -> DataFrame:
-    """Eligible feature rows with their `label` (features of D meet outcomes of [D, D + horizon));
-    clv_btyd rows also get `purchases` (purchase days in the window)."""
-    rows = features.where(eligible(model)).join(outcome, ["profile_id", "as_of_date"], "left")
-    extra = [F.coalesce(F.col("goal_days"), F.lit(0)).cast("double").alias("purchases")] \
-        if model.kind == "clv_btyd" else []
+def labelled(features: DataFrame, outcome: DataFrame, model: ModelConfig,
+             previous: DataFrame | None = None) -> DataFrame:
+    """Eligible feature rows with their `label` (features of D meet outcomes of [D, D + horizon)).
+    clv_btyd rows also get `purchases` (purchase days in the window) and, given `previous`
+    (`previous_outcomes`), `previous_purchases` and `previous_revenue` for its baselines."""
+    keys = ["profile_id", "as_of_date"]
+    rows = features.where(eligible(model)).join(outcome, keys, "left")
+    extra = []
+    if model.kind == "clv_btyd":
+        extra.append(F.coalesce(F.col("goal_days"), F.lit(0)).cast("double").alias("purchases"))
+        if previous is not None:
+            rows = rows.join(previous, keys, "left")
+            extra += [F.coalesce(F.col("previous_days"), F.lit(0)).cast("double").alias("previous_purchases"),
+                      F.coalesce(F.col("previous_revenue"), F.lit(0.0)).cast("double").alias("previous_revenue")]
     return rows.select(*features.columns, label(model).alias("label"), *extra)

@@ -96,8 +96,8 @@ def write(
         if replace_where is None:
             writer = writer.option("overwriteSchema", "true")  # a replaced table may change shape
         else:
-            # New columns (a new model output, a new feature window) are added to the table; a
-            # type change or a dropped column is still refused.
+            # New columns (a new model output, a new feature window) are added to the table (older
+            # rows read them as null); a type change is still refused.
             writer = writer.option("replaceWhere", replace_where).option("mergeSchema", "true")
     elif replace_where is not None:
         raise ValueError("replace_where is only supported for delta")

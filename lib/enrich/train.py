@@ -228,11 +228,10 @@ def _classification_baseline(kind: str) -> Column:
     return F.coalesce(F.col("days_since_last_purchase"), F.lit(_NEVER)).cast("double")
 
 
-def _previous_window(measure: str, horizon: int, windows: Sequence[int]) -> Column:
-    """`measure` (revenue, purchases) in the previous window of the horizon's length, from the
-    closest feature window."""
+def _previous_window_spend(horizon: int, windows: Sequence[int]) -> Column:
+    """Spend in the previous window of the horizon's length, from the closest feature window."""
     w = min((w for w in windows if w >= horizon), default=max(windows))
-    return F.col(f"{measure}_{w}d") * (horizon / w)
+    return F.col(f"revenue_{w}d") * (horizon / w)
 
 
 def _windows(schema: StructType) -> list[int]:
@@ -324,8 +323,8 @@ def _evaluate_supervised(fitted: PipelineModel, valid: DataFrame, validation_dat
         ev = evaluate.regression(scored)
         figures = evaluate.regression_figures(ev, title)
         metrics = dict(ev.metrics)
-        baseline = valid.withColumn("prediction", _previous_window("revenue", model_cfg.horizon_days,
-                                                                    _windows(valid.schema)))
+        baseline = valid.withColumn("prediction", _previous_window_spend(model_cfg.horizon_days,
+                                                                         _windows(valid.schema)))
         metrics.update({f"baseline_{k}": v for k, v in evaluate.regression(baseline).metrics.items() if k != "rows"})
         if truth_valid is not None:
             ceiling = valid.join(truth_valid, "profile_id").withColumn("prediction", F.col("expected_spend"))
@@ -354,28 +353,28 @@ def main_metric_of(model: PipelineModel, rows: DataFrame, cfg: Config, **context
 
 
 def train_btyd(rows: DataFrame, dates: Sequence[dt.date], cfg: Config, truth: DataFrame | None = None) -> TrainResult:
-    """clv_btyd: `rows` are eligible customers' feature rows with `label` (revenue) and `purchases`
-    (purchase days) in the outcome window. Fitted on the latest fitting date (see `clv_btyd`),
-    validated on the validation date against the previous window's purchases and spend."""
+    """clv_btyd: `rows` are eligible customers' feature rows with `label` (revenue), `purchases`
+    (purchase days) in the outcome window and the same two of the window before
+    (`previous_purchases`, `previous_revenue`: the baseline). Fitted on the latest fitting date
+    (see `clv_btyd`), validated on the validation date."""
     model_cfg = cfg.model
     fitting_dates, validation_date = split_dates(dates)
     fit, valid = out_of_time(rows, dates)
-    valid = valid.persist(StorageLevel.MEMORY_AND_DISK)  # scored, then ranked and bucketed
     counts = _label_counts(fit.where(F.col("as_of_date") == F.lit(fitting_dates[-1])), valid)
     check_label_counts(counts, cfg)
     model, fit_metrics, where = clv_btyd.fit(rows, fitting_dates[-1], model_cfg)
-    windows = _windows(valid.schema)
+    valid = valid.persist(StorageLevel.MEMORY_AND_DISK)  # scored for metrics, drift and the champion
     scored = model.transform(valid).persist(StorageLevel.MEMORY_AND_DISK)
-    metrics, table = clv_btyd.validation_metrics(
-        scored, _previous_window("purchases", model_cfg.horizon_days, windows),
-        _previous_window("revenue", model_cfg.horizon_days, windows))
+    metrics, table = clv_btyd.validation_metrics(scored)
     metrics.update(fit_metrics)
     if truth is not None and _truth_models_goal(model_cfg):
         truth_valid = _truth_for(truth, validation_date, model_cfg.horizon_days)
+        error = F.col("expected_purchase_days") - F.col("purchases")  # the generator's expected purchase days
         ceiling = valid.join(truth_valid, "profile_id").agg(
-            F.avg(clv_btyd.purchase_error()).alias("mae"),  # the generator's expected purchases
-            F.sqrt(F.avg((F.col("expected_spend") - F.col("label")) ** 2)).alias("rmse")).first()
-        metrics.update(truth_mae_purchases=float(ceiling["mae"]), truth_spend_rmse=float(ceiling["rmse"]))
+            F.sqrt(F.avg(error**2)).alias("rmse"), F.avg(F.abs(error)).alias("mae"),
+            F.sqrt(F.avg((F.col("expected_spend") - F.col("label")) ** 2)).alias("spend")).first()
+        metrics.update(truth_rmse_purchases=float(ceiling["rmse"]), truth_mae_purchases=float(ceiling["mae"]),
+                       truth_spend_rmse=float(ceiling["spend"]))
     scored.unpersist()
     title = f"{model_cfg.name or model_cfg.kind} ({validation_date})"
     figures = {"purchases_by_frequency.png": clv_btyd.frequency_figure(table, title)}

@@ -122,9 +122,12 @@ def fit(cfg: Config, features: DataFrame, events: DataFrame | None,
     if m.kind == "affinity":
         outcome = events.transform(labels.category_outcomes(dates, m.horizon_days)).persist()
         return training.train_affinity(training.affinity_data(features, outcome, dates, cfg), cfg, truth), outcome
-    rows = labels.labelled(features, events.transform(labels.outcomes(dates, m.horizon_days, m.goal)), m).persist()
+    outcome = events.transform(labels.outcomes(dates, m.horizon_days, m.goal))
     if m.kind == "clv_btyd":
+        previous = events.transform(labels.previous_outcomes(dates, m.horizon_days, m.goal))
+        rows = labels.labelled(features, outcome, m, previous).persist()
         return training.train_btyd(rows, dates, cfg, truth), rows
+    rows = labels.labelled(features, outcome, m).persist()
     return training.train_supervised(rows, dates, cfg, truth), rows
 
 
@@ -188,7 +191,9 @@ def _log_spark_model(model: Any, example: Any, name: str) -> Any:
 def compare_with_clv(cfg: Config, result: training.TrainResult) -> None:
     """clv_btyd: the champion of the `model.compare_with` clv model on the same validation rows, as
     `compared_*` metrics beside the BTYD model's own (spend over the horizon, rank correlation of
-    value with actual spend). Skipped, with the reason logged, when there is nothing comparable."""
+    value with actual spend). Only a champion trained on the same as-of dates with the same horizon
+    is comparable (one trained on later dates would have seen this window's outcomes); otherwise
+    the comparison is skipped with the reason logged."""
     other = cfg.model.compare_with
     if not other:
         return
@@ -197,19 +202,22 @@ def compare_with_clv(cfg: Config, result: training.TrainResult) -> None:
     try:
         mv = client.get_model_version_by_alias(other, registry.CHAMPION)
         described = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{mv.run_id}/config.yaml"))["model"]
+        trained_on = client.get_run(mv.run_id).data.params.get("training.dates")
     except (MlflowException, OSError, KeyError, TypeError) as exc:
         log.info("no %s@%s to compare the BTYD model with (%s)", other, registry.CHAMPION, str(exc).splitlines()[0])
         return
-    if described.get("kind") != "clv" or described.get("horizon_days") != cfg.model.horizon_days:
-        log.warning("not comparing with %s: it is a %s model with horizon %s days, not clv over %s days", other,
-                    described.get("kind"), described.get("horizon_days"), cfg.model.horizon_days)
+    dates = ",".join(str(d) for d in cfg.training.dates())
+    if described.get("kind") != "clv" or described.get("horizon_days") != cfg.model.horizon_days \
+            or trained_on != dates:
+        log.warning("not comparing with %s v%s: a %s model with horizon %s days trained on %s, not clv over %s "
+                    "days on %s", other, mv.version, described.get("kind"), described.get("horizon_days"), trained_on,
+                    cfg.model.horizon_days, dates)
         return
     model = mlflow.spark.load_model(f"models:/{other}/{mv.version}")
     scored = model.transform(result.validation).withColumn("prediction", F.greatest("prediction", F.lit(0.0)))
     ev = evaluate.regression(scored).metrics
     result.metrics.update(compared_spend_rmse=ev["rmse"], compared_spend_mae=ev["mae"],
-                          compared_clv_spearman=ev["spearman"],
-                          compared_version=float(mv.version))
+                          compared_clv_spearman=ev["spearman"], compared_version=float(mv.version))
     log.info("%s v%s on the same %s customers: spend RMSE %.4f (BTYD %.4f), rank correlation with spend %.4f "
              "(BTYD CLV %.4f)", other, mv.version, f"{ev['rows']:,.0f}", ev["rmse"], result.metrics["spend_rmse"],
              result.metrics["compared_clv_spearman"], result.metrics["clv_spearman"])
