@@ -34,17 +34,17 @@ def outcomes(spark, model: ModelConfig) -> list[tuple]:
 
 def test_outcome_windows_are_d_inclusive_and_d_plus_horizon_exclusive(spark):
     assert outcomes(spark, ModelConfig()) == [
-        ("p1", D1, 1, 1, 20.0),
-        ("p1", D2, 1, 1, 5.0),
-        ("p2", D2, 1, 1, 300.0),
+        ("p1", D1, 1, 20.0),
+        ("p1", D2, 1, 5.0),
+        ("p2", D2, 1, 300.0),
     ]
 
 
 def test_goal_types_and_minimum_order_value(spark):
     cart_or_view = ModelConfig(goal={"event_types": ["commerce.productListAdds", "commerce.productViews"]})
-    assert outcomes(spark, cart_or_view) == [("p1", D1, 1, 1, 0.0), ("p3", D1, 1, 1, 0.0)]
+    assert outcomes(spark, cart_or_view) == [("p1", D1, 1, 0.0), ("p3", D1, 1, 0.0)]
     big = ModelConfig(goal={"event_types": ["commerce.purchases"], "min_order_value": 10.0})
-    assert outcomes(spark, big) == [("p1", D1, 1, 1, 20.0), ("p2", D2, 1, 1, 300.0)]
+    assert outcomes(spark, big) == [("p1", D1, 1, 20.0), ("p2", D2, 1, 300.0)]
 
 
 def test_goal_days_count_purchase_days_not_events(spark):
@@ -52,7 +52,7 @@ def test_goal_days_count_purchase_days_not_events(spark):
     log = [("p1", "a", "2025-03-02 09:00", "purchase", 10.0, ["A"]),
            ("p1", "b", "2025-03-02 18:00", "purchase", 15.0, ["A"]),
            ("p1", "c", "2025-03-03 01:00", "purchase", 5.0, ["A"])]
-    out = events(spark, log).transform(labels.outcomes([D1], H, ModelConfig().goal))
+    out = events(spark, log).transform(labels.outcomes([D1], H, ModelConfig().goal, days=True))
     assert [tuple(r) for r in out.collect()] == [("p1", D1, 3, 2, 30.0)]
 
 
@@ -91,7 +91,7 @@ def feature_rows(spark) -> DataFrame:
 ])
 def test_labels_for_the_eligible_population(spark, kind, require, expected):
     model = ModelConfig(kind=kind, horizon_days=H, eligibility={"lookback_days": 45, "require": require})
-    outcome = events(spark, LOG).transform(labels.outcomes([D1, D2], H, model.goal))
+    outcome = events(spark, LOG).transform(labels.outcomes([D1, D2], H, model.goal, days=kind == "clv_btyd"))
     rows = labels.labelled(feature_rows(spark), outcome, model)
     actual = rows.select("profile_id", "as_of_date", "label")
     assertDataFrameEqual(actual, spark.createDataFrame(expected, actual.schema))

@@ -199,6 +199,8 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {
     "affinity": ("als",),
     "segments": ("kmeans",),
 }
+# Kinds that predict an amount (`prediction`): ranked, scored and watched by it.
+AMOUNT_KINDS = ("clv", "clv_btyd")
 
 
 class GoalConfig(_Section):

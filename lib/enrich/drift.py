@@ -24,6 +24,8 @@ from matplotlib.figure import Figure
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from enrich.config import AMOUNT_KINDS
+
 MISSING_BIN = -1  # null (numeric) or null / unseen value (categorical)
 OUTPUT = "model_output"  # the name the model's output goes by among the inputs
 _FLOOR = 1e-4
@@ -36,7 +38,7 @@ def watched(kind: str) -> Column:
         return F.col("recommendations")[0]["category"]
     if kind == "segments":
         return F.col("segment_id").cast("string")
-    return F.col("prediction" if kind in ("clv", "clv_btyd") else "probability")
+    return F.col("prediction" if kind in AMOUNT_KINDS else "probability")
 
 
 def categorical(kind: str) -> bool:

@@ -39,6 +39,7 @@ from pyspark.sql.types import (
 
 from enrich import clv_btyd, explain, models
 from enrich import train as training
+from enrich.config import AMOUNT_KINDS
 
 KEYS = ("profile_id", "primary_namespace", "primary_id")
 FACTOR = StructType([StructField("feature", StringType()), StructField("value", DoubleType()),
@@ -131,13 +132,10 @@ def btyd(model: clv_btyd.BtydModel, rows: DataFrame) -> DataFrame:
                                                                         "expected_purchases")
 
 
-VALUE_KINDS = ("clv", "clv_btyd")  # kinds that predict an amount (ranked by `prediction`)
-
-
 def ranked(kind: str) -> Callable[[DataFrame], DataFrame]:
     """Percentile and decile of the probability (classification) or prediction (clv, clv_btyd); an
     amount's score is its percentile. Reads its input three times (see `with_percentile`): persist it first."""
-    amount = kind in VALUE_KINDS
+    amount = kind in AMOUNT_KINDS
     value = "prediction" if amount else "probability"
 
     def transform(df: DataFrame) -> DataFrame:

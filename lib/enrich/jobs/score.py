@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from enrich import drift, explain, labels, registry, score, tables
-from enrich.config import Config, ModelConfig
+from enrich.config import AMOUNT_KINDS, Config, ModelConfig
 from enrich.errors import ConfigError, InputError
 from enrich.jobs import build_features
 from enrich.jobs import train as train_job
@@ -84,8 +84,8 @@ def render(as_of: dt.date, path: str, rows: Sequence[ModelScores], max_psi: floa
         lines.append(f"  {r.name:<12}{r.version:<9}{r.kind:<12}{r.rows:>9}  {state}")
     for r in rows:
         label = {"affinity": "top category", "segments": "segment"}.get(r.kind, "decile")
-        mean = {"clv": "mean prediction", "clv_btyd": "mean prediction", "affinity": "",
-                "segments": ""}.get(r.kind, "mean probability")
+        mean = "mean prediction" if r.kind in AMOUNT_KINDS else {"affinity": "", "segments": ""}.get(
+            r.kind, "mean probability")
         lines.append(f"  {r.name} by {label}: " + ", ".join(
             f"{b}: {n}" + (f" ({m:.3f})" if mean and m is not None else "") for b, n, m in r.distribution)
             + (f"   [profiles ({mean})]" if mean else ""))
@@ -157,7 +157,7 @@ def score_model(cfg: Config, reg: Registered, model: Any, eligible: DataFrame) -
 def distribution(scored: DataFrame, kind: str) -> list[tuple[str, int, float]]:
     """A small summary of the scores: per decile, top category or segment (at most ten rows)."""
     if kind in RANKED:
-        value = "prediction" if kind in score.VALUE_KINDS else "probability"
+        value = "prediction" if kind in AMOUNT_KINDS else "probability"
         rows = scored.groupBy("decile").agg(F.count(F.lit(1)).alias("n"), F.avg(value).alias("m")).orderBy("decile")
         return [(str(r["decile"]), r["n"], r["m"]) for r in rows.collect()]
     key = drift.watched(kind) if kind == "affinity" else F.col("segment_name")

@@ -122,7 +122,7 @@ def fit(cfg: Config, features: DataFrame, events: DataFrame | None,
     if m.kind == "affinity":
         outcome = events.transform(labels.category_outcomes(dates, m.horizon_days)).persist()
         return training.train_affinity(training.affinity_data(features, outcome, dates, cfg), cfg, truth), outcome
-    outcome = events.transform(labels.outcomes(dates, m.horizon_days, m.goal))
+    outcome = events.transform(labels.outcomes(dates, m.horizon_days, m.goal, days=m.kind == "clv_btyd"))
     if m.kind == "clv_btyd":
         previous = events.transform(labels.previous_outcomes(dates, m.horizon_days, m.goal))
         rows = labels.labelled(features, outcome, m, previous).persist()
