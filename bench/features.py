@@ -42,8 +42,8 @@ def shuffles(spark: SparkSession, cfg: Config) -> dict[str, int]:
         valid = raw.transform(quality.validate_events(cfg.quality.clock)).where("reason IS NULL")
         profiles = identity.snapshot_profiles(tables.read(spark, cfg.snapshot_path, "delta"),
                                               cfg.identity.namespace_priority)
-        links = identity.event_links(valid)
-        rows, _ = build_features.features_as_of(valid, profiles, links, cfg.as_of_dates()[0], cfg)
+        rows, _ = build_features.features_from_keys(valid, identity.key_links(valid), profiles,
+                                                    cfg.as_of_dates()[0], cfg)
         plan = rows._jdf.queryExecution().executedPlan().toString()
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", "true")

@@ -28,6 +28,8 @@ def test_each_row_check_gives_its_reason(spark):
         ("no-map", "2025-01-01T10:00:00Z", None),
         ("empty-map", "2025-01-01T10:00:00Z", {}),
         ("blank-id", "2025-01-01T10:00:00Z", {"ECID": [(" ",)]}),
+        ("null-ids", "2025-01-01T10:00:00Z", {"ECID": None, "Email": [None, (None,)]}),
+        ("one-id", "2025-01-01T10:00:00Z", {"ECID": None, "Email": [None, (" e ",)]}),
         ("no-ts", None, ids()),
         ("blank-ts", "  ", ids()),
         ("bad-ts", "01/02/2025 10:00", ids()),
@@ -38,6 +40,7 @@ def test_each_row_check_gives_its_reason(spark):
     reasons = {k: v.reason for k, v in got.items()}
     assert reasons == {
         "ok": None, "no-map": "missing_identity", "empty-map": "missing_identity", "blank-id": "missing_identity",
+        "null-ids": "missing_identity", "one-id": None,
         "no-ts": "missing_timestamp", "blank-ts": "missing_timestamp", "bad-ts": "unparseable_timestamp",
         "future": "future_timestamp", "offset": None, None: "missing_id",
     }

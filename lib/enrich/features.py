@@ -5,7 +5,8 @@ leak). A window of w days covers [D - w days, D). Names read `<measure>_<w>d`; w
 `features.windows_days`, and every windowed aggregate is generated from that list.
 
 Execution plan, chosen for one shuffle of the events:
-1. repartition by profile_id and sort each partition by (profile_id, ts, event_id) — the shuffle;
+1. repartition by profile_id and sort each partition by (profile_id, ts, event_id's hash) — the
+   shuffle, of the columns the features read;
 2. ordered window functions over that order (session breaks, first event of a day, distinct
    purchase days and gaps between them) — no new exchange, the sort is reused;
 3. one groupBy(profile_id) of conditional aggregates for every window and measure — it reuses
@@ -35,6 +36,10 @@ from enrich.config import FeaturesConfig
 
 TREND_DAYS = 30
 
+# What `build` reads of each resolved event (and all it shuffles, with a hash of event_id).
+EVENT_COLUMNS = ["profile_id", "ts", "is_page_view", "is_product_view", "is_cart_add", "is_checkout", "is_purchase",
+                 "revenue", "categories", "anonymous_namespace", "anonymous_id"]
+
 
 def _ts(day: dt.date) -> Column:
     return utc.midnight(day)
@@ -52,7 +57,7 @@ def _ordered(events: DataFrame, gap_minutes: int) -> DataFrame:
     serves them all. Session values are read on each session's last event: its duration is
     `ts - session_begin`, its size `n - session_first_n + 1`.
     """
-    order = Window.partitionBy("profile_id").orderBy("ts", "event_id")
+    order = Window.partitionBy("profile_id").orderBy("ts", "event_key")
     running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     before = order.rowsBetween(Window.unboundedPreceding, -1)
     everything = Window.partitionBy("profile_id")
@@ -191,9 +196,10 @@ def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: d
           cfg: FeaturesConfig) -> DataFrame:
     """The feature rows as of D: one per profile in the spine or with events before D."""
     d = _ts(as_of)
-    # The one shuffle of the events: every later step keeps this partitioning and order.
-    before = resolved.where(F.col("ts") < d)
-    events = before.repartition("profile_id").sortWithinPartitions("profile_id", "ts", "event_id")
+    # The one shuffle of the events, of the columns the features read (event_id as a 64-bit hash:
+    # it only orders events at the same instant): every later step keeps its partitioning and order.
+    before = resolved.where(F.col("ts") < d).select(*EVENT_COLUMNS, F.xxhash64("event_id").alias("event_key"))
+    events = before.repartition("profile_id").sortWithinPartitions("profile_id", "ts", "event_key")
     ordered = _ordered(events, cfg.session_gap_minutes)
     d_minus_1 = F.date_sub(F.to_date(d), 1)
     repeat_day_revenue = F.sum(F.when(F.col("is_purchase") & (F.col("day") > F.col("first_purchase_day")),

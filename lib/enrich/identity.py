@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from enrich import utc
+from enrich import quality, utc
 
 log = logging.getLogger(__name__)
 
@@ -163,25 +163,26 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
     return labels.withColumnRenamed("label", "component"), rounds
 
 
-def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every call
-    events: DataFrame,
-    links: DataFrame,
-    profiles: DataFrame,
-    as_of: dt.date,
-    priority: Sequence[str],
-    max_iterations: int = 20,
-    broadcast_max_sets: int = 1_000_000,
-) -> tuple[DataFrame, DataFrame, int]:
-    """Events before `as_of` with their `profile_id`, the snapshot spine, and the rounds used.
+def key_nodes(key: Column) -> Column:
+    """The graph nodes of an `identity_key` (sorted identityMap entries): see `identity_nodes`."""
+    return identity_nodes(quality.identities_of(key))
 
-    `events` are valid flat events, `links` from `event_links`, `profiles` from
-    `snapshot_profiles`. The returned events carry `profile_id`, `resolution`
-    (direct | linked | anonymous) and, for anonymous profiles, the namespace and id that name them
-    (`apply_unmatched` keeps or drops those). The spine has one row per snapshot profile.
 
-    Every rule works on the distinct identity sets (profile-sized); the events meet the result in
-    one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
+def key_links(events: DataFrame) -> DataFrame:
+    """(identity_key, identity_nodes, first_seen) for each distinct identity_key of valid events.
+
+    The job's form of `event_links`: events are grouped by their raw key, natively, and only the
+    distinct keys (profile-sized) pay for turning identities into nodes.
     """
+    keys = events.groupBy("identity_key").agg(F.min("ts").alias("first_seen"))
+    return keys.select("identity_key", key_nodes(F.col("identity_key")).alias("identity_nodes"), "first_seen")
+
+
+def resolve_sets(
+    links: DataFrame, profiles: DataFrame, as_of: dt.date, priority: Sequence[str], max_iterations: int = 20,
+) -> tuple[DataFrame, int]:
+    """(identity_nodes, known_profile, resolution, anchor) for each identity set first seen before
+    `as_of`, and the graph rounds used: every rule of the module docstring, on the distinct sets."""
     cutoff = utc.midnight(as_of)
     sets = links.where(F.col("first_seen") < cutoff).select("identity_nodes")
     member = profiles.select("profile_id", "primary_rank", "primary_namespace", "primary_id",
@@ -218,23 +219,60 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
             "anchor",
         )
     )
-    # Materialized once (profile-sized): its size is then known, and the events join reads it.
-    set_profile = set_profile.localCheckpoint()
-    if set_profile.count() <= broadcast_max_sets:
-        set_profile = F.broadcast(set_profile)
-    before = with_nodes(events).where(F.col("ts") < cutoff)
-    resolved = before.join(set_profile, "identity_nodes")
+    return set_profile, rounds
+
+
+def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
+    """Materialize a profile-sized table once (its size is then known and every reader shares it),
+    broadcast when it has at most `broadcast_max_rows` rows."""
+    table = table.localCheckpoint()
+    return F.broadcast(table) if table.count() <= broadcast_max_rows else table
+
+
+def attach_profiles(events: DataFrame, set_profile: DataFrame, key: str, as_of: dt.date) -> DataFrame:
+    """Events before `as_of` joined to their set's resolution on `key`: profile_id, resolution and,
+    for anonymous profiles, the namespace and id that name them."""
+    before = events.where(F.col("ts") < utc.midnight(as_of))
+    resolved = before.join(set_profile, key)
     anchor_ns, anchor_id = _node_ns(F.col("anchor")), _node_id(F.col("anchor"))
     anonymous = F.col("known_profile").isNull()
-    resolved = resolved.select(
-        *[c for c in before.columns if c != "identity_nodes"],
+    return resolved.select(
+        *[c for c in before.columns if c != key],
         F.coalesce(F.col("known_profile"), profile_id(anchor_ns, anchor_id)).alias("profile_id"),
         "resolution",
         F.when(anonymous, anchor_ns).alias("anonymous_namespace"),
         F.when(anonymous, anchor_id).alias("anonymous_id"),
     )
-    spine = profiles.select("profile_id", "primary_namespace", "primary_id")
-    return resolved, spine, rounds
+
+
+def spine(profiles: DataFrame) -> DataFrame:
+    """One row per snapshot profile: profile_id, primary_namespace, primary_id."""
+    return profiles.select("profile_id", "primary_namespace", "primary_id")
+
+
+def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every call
+    events: DataFrame,
+    links: DataFrame,
+    profiles: DataFrame,
+    as_of: dt.date,
+    priority: Sequence[str],
+    max_iterations: int = 20,
+    broadcast_max_sets: int = 1_000_000,
+) -> tuple[DataFrame, DataFrame, int]:
+    """Events before `as_of` with their `profile_id`, the snapshot spine, and the rounds used.
+
+    `events` are valid flat events, `links` from `event_links`, `profiles` from
+    `snapshot_profiles`. The returned events carry `profile_id`, `resolution`
+    (direct | linked | anonymous) and, for anonymous profiles, the namespace and id that name them
+    (`apply_unmatched` keeps or drops those). The spine has one row per snapshot profile.
+
+    Every rule works on the distinct identity sets (profile-sized); the events meet the result in
+    one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
+    """
+    set_profile, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
+    set_profile = small_side(set_profile, broadcast_max_sets)
+    resolved = attach_profiles(with_nodes(events), set_profile, "identity_nodes", as_of)
+    return resolved, spine(profiles), rounds
 
 
 def apply_unmatched(resolved: DataFrame, unmatched: str) -> DataFrame:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -134,14 +134,19 @@ def _categories(df: DataFrame) -> Column:
     return F.array_distinct(F.filter(F.flatten(per_item), lambda c: c.isNotNull() & (c != "")))
 
 
-def _identities() -> Column:
-    """identityMap as array<struct<ns, id>>, empty ids dropped."""
+def identities_of(entries: Column) -> Column:
+    """Map entries (an `identity_key`) as array<struct<ns, id>>, empty ids dropped."""
     # Identities may carry only `id` (authenticatedState and primary are optional), so no typed
-    # default for the map itself: a null map yields a null array, replaced at the end.
-    nested = F.transform(F.map_entries("identityMap"), lambda e: F.transform(
+    # default for the entries themselves: null entries yield a null array, replaced at the end.
+    nested = F.transform(entries, lambda e: F.transform(
         F.coalesce(e["value"], F.array()), lambda i: F.struct(e["key"].alias("ns"), i["id"].alias("id"))))
     usable = F.filter(F.flatten(nested), lambda i: i["id"].isNotNull() & (F.trim(i["id"]) != "") & i["ns"].isNotNull())
     return F.coalesce(usable, F.array().cast("array<struct<ns:string,id:string>>"))
+
+
+def _identities() -> Column:
+    """identityMap as array<struct<ns, id>>, empty ids dropped."""
+    return identities_of(F.map_entries("identityMap"))
 
 
 def snapshot_without_identity(snapshot: DataFrame, run_id: str) -> DataFrame:
@@ -152,133 +157,155 @@ def snapshot_without_identity(snapshot: DataFrame, run_id: str) -> DataFrame:
         F.lit(run_id).alias("run_id"), F.current_timestamp().alias("quarantined_at"))
 
 
-def _is(event_type: str, measure: Column) -> Column:
-    return F.coalesce(F.col("event_type") == event_type, F.lit(False)) | (F.coalesce(measure, F.lit(0.0)) > 0)
+def identity_key(identity_map: Column) -> Column:
+    """The identityMap as a sorted array of its entries: a groupable, joinable key for the event's
+    identities, computed natively (no lambda per event). Events with the same identities in any
+    entry order share a key; `identity.key_nodes` turns each distinct key into graph nodes."""
+    return F.sort_array(F.map_entries(identity_map))
 
 
-# Columns the checks parse, kept until de-duplication: a duplicate's `raw` is made of them.
-_PARSED = ["event_id", "ts_text", "event_type", "identities", "price", "order_id", "categories",
-           "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views"]
-# Working columns of the checks, gone from the validated output.
-_WORKING = ["ts_text", "price", "_purchases", "_product_views", "_cart_adds", "_checkouts", "_page_views",
-            "row_reason", "_raw", "_fingerprint", "_copy", "_keeper"]
+def _has_identity(identity_map: Column) -> Column:
+    """Some identity has a non-blank id (natively: the ids concatenated, null ids skipped)."""
+    ids = F.flatten(F.array_compact(F.map_values(identity_map)))["id"]
+    return F.coalesce(F.trim(F.concat_ws("", ids)) != "", F.lit(False))
 
 
-def check_rows(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
+def _hashable(data_type: DataType) -> bool:
+    """Whether Spark can hash the type: maps anywhere inside cannot be."""
+    if isinstance(data_type, MapType):
+        return False
+    if isinstance(data_type, ArrayType):
+        return _hashable(data_type.elementType)
+    if isinstance(data_type, StructType):
+        return all(_hashable(f.dataType) for f in data_type.fields)
+    return True
+
+
+def _fingerprint(raw: DataFrame) -> Column:
+    """A 64-bit hash of the row's content: identityMap as its sorted entries, every other column
+    that holds no map (Spark will not hash maps; copies differing only there are interchangeable)."""
+    parts = [identity_key(F.col("identityMap")) if c == "identityMap" else F.col(c)
+             for c in raw.columns if c == "identityMap" or _hashable(raw.schema[c].dataType)]
+    return F.xxhash64(*parts)
+
+
+def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     """Flatten raw XDM events and run every row check but `duplicate_id` (narrow: no shuffle).
 
-    Adds `row_reason` (null when the row passes), `_raw` (the original row as JSON, only for rows
-    that fail), `_fingerprint` (hash of the parsed content) and `_copy` (an id of the physical row,
-    which tells identical copies apart). Materialize the result once before `duplicate_keepers`
-    and `mark_duplicates` read it, so that both see the same `_copy` ids.
+    Output: event_id, ts, event_type, identity_key, is_page_view, is_product_view, is_cart_add,
+    is_checkout, is_purchase, revenue, order_id, categories, row_reason (null when the row passes),
+    fingerprint (a hash of the row's content) and raw (the original row as JSON, built only where it
+    is read: for the rows that go to quarantine). Everything but `categories` and `raw` is a
+    native expression, so a pass that selects a few columns reads and computes only those.
     """
     clock_lit = utc.instant(clock)  # naive means UTC
 
     def transform(raw: DataFrame) -> DataFrame:
         corrupt = tables.CORRUPT_RECORD in raw.columns
         original = [c for c in raw.columns if c != tables.CORRUPT_RECORD]
-        flat = raw.select(
-            F.col("_id").alias("event_id"),
-            F.col("timestamp").cast("string").alias("ts_text"),
-            # try_cast parses ISO-8601 with 'T', fractions and a zone; anything else is null.
-            F.col("timestamp").try_cast("timestamp").alias("ts"),
-            _optional(raw, "eventType", "string").alias("event_type"),
-            _identities().alias("identities"),
-            _optional(raw, "commerce.order.priceTotal", "double").alias("price"),
-            _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
-            _optional(raw, "commerce.purchases.value", "double").alias("_purchases"),
-            _optional(raw, "commerce.productViews.value", "double").alias("_product_views"),
-            _optional(raw, "commerce.productListAdds.value", "double").alias("_cart_adds"),
-            _optional(raw, "commerce.checkouts.value", "double").alias("_checkouts"),
-            _optional(raw, "web.webPageDetails.pageViews.value", "double").alias("_page_views"),
-            _categories(raw).alias("categories"),
-            # Built only for rows that fail a row check (few).
-            F.struct(*original).alias("_original"),
-            (F.col(tables.CORRUPT_RECORD) if corrupt else F.lit(None).cast("string")).alias("_corrupt"),
-        )
-        flat = flat.select(
-            "*",
-            _is(xdm.EVENT_PAGE_VIEW, F.col("_page_views")).alias("is_page_view"),
-            _is(xdm.EVENT_PRODUCT_VIEW, F.col("_product_views")).alias("is_product_view"),
-            _is(xdm.EVENT_CART_ADD, F.col("_cart_adds")).alias("is_cart_add"),
-            _is(xdm.EVENT_CHECKOUT, F.col("_checkouts")).alias("is_checkout"),
-            _is(xdm.EVENT_PURCHASE, F.col("_purchases")).alias("is_purchase"),
-        )
-        text = F.trim(F.col("ts_text"))
+        corrupt_text = F.col(tables.CORRUPT_RECORD) if corrupt else F.lit(None).cast("string")
+        event_type = _optional(raw, "eventType", "string")
+        price = _optional(raw, "commerce.order.priceTotal", "double")
+        ts = F.col("timestamp").try_cast("timestamp")  # ISO-8601 with 'T', fractions, a zone; else null
+        ts_text = F.col("timestamp").cast("string")
+        flags = {
+            "is_page_view": (xdm.EVENT_PAGE_VIEW, "web.webPageDetails.pageViews.value"),
+            "is_product_view": (xdm.EVENT_PRODUCT_VIEW, "commerce.productViews.value"),
+            "is_cart_add": (xdm.EVENT_CART_ADD, "commerce.productListAdds.value"),
+            "is_checkout": (xdm.EVENT_CHECKOUT, "commerce.checkouts.value"),
+            "is_purchase": (xdm.EVENT_PURCHASE, "commerce.purchases.value"),
+        }
+        is_flag = {name: F.coalesce(event_type == kind, F.lit(False))
+                   | (F.coalesce(_optional(raw, path, "double"), F.lit(0.0)) > 0)
+                   for name, (kind, path) in flags.items()}
         row_reason = (
-            F.when(F.col("_corrupt").isNotNull(), F.lit("malformed_record"))
-            .when(F.col("event_id").isNull() | (F.trim(F.col("event_id")) == ""), F.lit("missing_id"))
-            .when(F.size("identities") == 0, F.lit("missing_identity"))
-            .when(F.col("ts_text").isNull() | (text == ""), F.lit("missing_timestamp"))
-            .when(F.col("ts").isNull(), F.lit("unparseable_timestamp"))
-            .when(F.col("ts") > clock_lit, F.lit("future_timestamp"))
-            .when(F.col("price") < 0, F.lit("negative_price"))
-            .when(F.col("is_purchase") & F.col("price").isNull(), F.lit("missing_price"))
+            F.when(corrupt_text.isNotNull(), F.lit("malformed_record"))
+            .when(F.col("_id").isNull() | (F.trim(F.col("_id")) == ""), F.lit("missing_id"))
+            .when(~_has_identity(F.col("identityMap")), F.lit("missing_identity"))
+            .when(ts_text.isNull() | (F.trim(ts_text) == ""), F.lit("missing_timestamp"))
+            .when(ts.isNull(), F.lit("unparseable_timestamp"))
+            .when(ts > clock_lit, F.lit("future_timestamp"))
+            .when(price < 0, F.lit("negative_price"))
+            .when(is_flag["is_purchase"] & price.isNull(), F.lit("missing_price"))
         )
-        return flat.withColumn("row_reason", row_reason).select(
-            "*",
-            F.when(F.col("row_reason").isNotNull(), F.coalesce("_corrupt", F.to_json("_original"))).alias("_raw"),
-            F.xxhash64(*_PARSED).alias("_fingerprint"),
-            F.monotonically_increasing_id().alias("_copy"),
-        ).drop("_original", "_corrupt")
+        return raw.select(
+            F.col("_id").alias("event_id"),
+            ts.alias("ts"),
+            event_type.alias("event_type"),
+            identity_key(F.col("identityMap")).alias("identity_key"),
+            *[column.alias(name) for name, column in is_flag.items()],
+            F.when(is_flag["is_purchase"], price).alias("revenue"),
+            _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
+            _categories(raw).alias("categories"),
+            row_reason.alias("row_reason"),
+            _fingerprint(raw).alias("fingerprint"),
+            # Built for the rows that fail a check (few); a duplicate's is built where it is found.
+            F.when(row_reason.isNotNull(), F.coalesce(corrupt_text, F.to_json(F.struct(*original)))).alias("raw"),
+        )
 
     return transform
+
+
+def _preference() -> Column:
+    """Which copy of a duplicated `_id` is kept: a row passing the other checks, then the earliest
+    timestamp, then the smallest content hash. Copies equal in all of these are identical."""
+    return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.col("fingerprint"))
 
 
 def duplicate_keepers(rows: DataFrame) -> DataFrame:
     """(event_id, _keeper): for each `_id` on more than one row, the `_copy` that is kept.
 
-    Preference: a row passing the other checks, then the earliest timestamp, then by content hash
-    (identical copies are interchangeable; `_copy` only picks one). Only `_id`s and small partial
-    aggregates are shuffled, never the rows; the result has one row per duplicated `_id`.
+    `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
+    every reader sees the same ids). Only `_id`s and small partial aggregates are shuffled, never
+    the rows; the result has one row per duplicated `_id`.
     """
-    preference = F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"),
-                          F.col("_fingerprint"), F.col("_copy"))
     return (
         rows.where(F.col("event_id").isNotNull())
-        .groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"), F.min_by("_copy", preference).alias("_keeper"))
+        .groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"),
+                                 F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"))
         .where(F.col("_n") > 1).select("event_id", "_keeper")
     )
 
 
-def mark_duplicates(keepers: DataFrame) -> Callable[[DataFrame], DataFrame]:
-    """Give every row its `reason` and `raw`: its row check's, or `duplicate_id` for a copy not kept.
+def _raw() -> Column:
+    """`raw` once `reason` is known: a failed check's original row, or for a duplicate (which
+    passed its checks) its parsed fields — the kept copy holds the same _id."""
+    parsed = F.to_json(F.struct("event_id", "ts", "event_type", "identity_key", "revenue", "order_id", "categories"))
+    return F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), parsed))
 
-    Output: event_id, ts, event_type, identities, is_page_view, is_product_view, is_cart_add,
-    is_checkout, is_purchase, revenue, order_id, categories, reason, raw, and any column the caller
-    added to the rows.
-    """
+
+def mark_duplicates(keepers: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Give every row its `reason` (its row check's, or `duplicate_id` for a copy not kept) and
+    `raw` (a duplicate's is its original row too); `_copy`, `_keeper` and `row_reason` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
         dropped = F.col("_keeper").isNotNull() & (F.col("_copy") != F.col("_keeper"))
         reason = F.coalesce(F.col("row_reason"), F.when(dropped, F.lit("duplicate_id")))
         marked = rows.join(keepers, "event_id", "left").withColumn("reason", reason)
-        extra = [c for c in rows.columns if c not in {*_PARSED, *_WORKING, "ts", "is_page_view", "is_product_view",
-                                                       "is_cart_add", "is_checkout", "is_purchase"}]
-        return marked.select(
-            "event_id", "ts", "event_type", "identities", "is_page_view", "is_product_view", "is_cart_add",
-            "is_checkout", "is_purchase",
-            F.when(F.col("is_purchase"), F.col("price")).alias("revenue"),
-            "order_id", "categories", "reason",
-            # A duplicate's raw content is its parsed fields (the kept copy holds the same _id).
-            F.when(F.col("row_reason").isNotNull(), F.col("_raw"))
-            .when(F.col("reason").isNotNull(), F.to_json(F.struct(*_PARSED))).alias("raw"),
-            *extra,
-        )
+        return marked.withColumn("raw", _raw()).drop("_copy", "_keeper", "row_reason")
 
     return transform
 
 
 def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
-    """`check_rows`, then `duplicate_id` for the copies not kept: a `reason` per row (null when valid).
+    """`parse_events`, then `duplicate_id` for the copies not kept: a `reason` per row (null when
+    valid), `raw` set only on invalid rows, and the event's `identities` (array<struct<ns, id>>).
 
-    A pure composition for small inputs and tests; the features job materializes `check_rows`
-    once and broadcasts the keepers (see `mark_duplicates` for the output).
+    The plain composition, for small inputs, tests and labels: it numbers every `_id`'s copies in
+    a window (a shuffle of all rows). The features job materializes the parsed rows once and
+    shuffles only ids (`duplicate_keepers`, `mark_duplicates`); both keep the same copy.
     """
 
     def transform(raw: DataFrame) -> DataFrame:
-        rows = raw.transform(check_rows(clock))
-        return rows.transform(mark_duplicates(duplicate_keepers(rows)))
+        parsed = raw.transform(parse_events(clock))
+        copies = Window.partitionBy("event_id").orderBy(_preference())
+        duplicate = F.col("row_reason").isNull() & F.col("event_id").isNotNull() & (F.row_number().over(copies) > 1)
+        reason = F.coalesce(F.col("row_reason"), F.when(duplicate, F.lit("duplicate_id")))
+        return parsed.select(
+            "*", reason.alias("reason"),
+            identities_of(F.col("identity_key")).alias("identities"),
+        ).select(*[c for c in parsed.columns if c not in ("raw", "row_reason")], "identities", "reason",
+                 _raw().alias("raw"))
 
     return transform
 

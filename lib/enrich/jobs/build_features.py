@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from enrich import features, identity, quality, tables, xdm
+from enrich import features, identity, quality, tables, utc, xdm
 from enrich.config import Config
 from enrich.errors import InputError
 from enrich.jobs.cli import parser, run_job
@@ -65,20 +65,43 @@ class FeaturesSummary:
         return "\n".join(lines)
 
 
+def _build(resolved: DataFrame, profiles: DataFrame, as_of: dt.date, cfg: Config,
+           on_resolved: Callable[[DataFrame], DataFrame]) -> DataFrame:
+    kept = identity.apply_unmatched(on_resolved(resolved), cfg.identity.unmatched)
+    return features.build(kept, identity.spine(profiles), features.snapshot_attributes(profiles, as_of), as_of,
+                          cfg.features)
+
+
 def features_as_of(
     valid: DataFrame, profiles: DataFrame, links: DataFrame, as_of: dt.date, cfg: Config, *,
     on_resolved: Callable[[DataFrame], DataFrame] = lambda df: df,
 ) -> tuple[DataFrame, int]:
-    """Feature rows as of D from valid flat events, and the graph rounds used (no I/O).
+    """Feature rows as of D from valid flat events (`quality.validate_events`), and the graph rounds
+    used (no I/O): the plain composition, which the job's plan must equal.
 
     `on_resolved` sees the resolved events on their way to the features (the job observes counts
     there; an observation only fires when its frame is part of the plan that runs).
     """
-    resolved, spine, rounds = identity.resolve(valid, links, profiles, as_of, cfg.identity.namespace_priority,
-                                               cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
-    kept = identity.apply_unmatched(on_resolved(resolved), cfg.identity.unmatched)
-    rows = features.build(kept, spine, features.snapshot_attributes(profiles, as_of), as_of, cfg.features)
-    return rows, rounds
+    resolved, _, rounds = identity.resolve(valid, links, profiles, as_of, cfg.identity.namespace_priority,
+                                           cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
+    return _build(resolved, profiles, as_of, cfg, on_resolved), rounds
+
+
+def features_from_keys(  # noqa: PLR0917 - the inputs of one as-of date, named at every call
+    events: DataFrame, keys: DataFrame, profiles: DataFrame, as_of: dt.date, cfg: Config,
+    on_resolved: Callable[[DataFrame], DataFrame] = lambda df: df,
+) -> tuple[DataFrame, int]:
+    """The job's plan for one as-of date: valid kept events (`identity_key`, no `identities`) and
+    `identity.key_links` of them; each key's resolution is joined to the events, broadcast when
+    profile-sized. Equal to `features_as_of` on the same events."""
+    links = keys.groupBy("identity_nodes").agg(F.min("first_seen").alias("first_seen"))
+    set_profile, rounds = identity.resolve_sets(links, profiles, as_of, cfg.identity.namespace_priority,
+                                                cfg.identity.max_iterations)
+    key_profile = (keys.where(F.col("first_seen") < utc.midnight(as_of)).join(set_profile, "identity_nodes")
+                   .select("identity_key", "known_profile", "resolution", "anchor"))
+    key_profile = identity.small_side(key_profile, cfg.identity.broadcast_max_sets)
+    resolved = identity.attach_profiles(events, key_profile, "identity_key", as_of)
+    return _build(resolved, profiles, as_of, cfg, on_resolved), rounds
 
 
 def read_events(spark: SparkSession, cfg: Config) -> DataFrame:
@@ -110,23 +133,20 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
 
     start = time.perf_counter()
     raw = read_events(spark, cfg)
-    # Validated once, kept for the quarantine write and every as-of date: one read of the events.
-    # Checked rows and each event's identity set, computed once. On disk, not in memory: they are
-    # read four times (duplicates, quarantine, links, resolution), and cached in memory they would
-    # hold half of the execution memory the feature sort needs.
-    rows = (raw.transform(quality.check_rows(clock))
-            .withColumn("identity_nodes", identity.identity_nodes(F.col("identities")))
-            .persist(StorageLevel.DISK_ONLY))
+    # Parsed and checked once (natively: identities stay the raw identityMap's entries), kept for
+    # the duplicates, the quarantine, the identity links and every as-of date: one read of the
+    # events. On disk, not in memory: cached in memory they would hold half of the execution
+    # memory the feature sort needs.
+    rows = (raw.transform(quality.parse_events(clock))
+            .withColumn("_copy", F.monotonically_increasing_id()).persist(StorageLevel.DISK_ONLY))
     # Duplicated _ids are found by shuffling ids only; the few keepers go to the rows by broadcast.
-    keepers = quality.duplicate_keepers(rows).localCheckpoint()
-    if keepers.count() <= cfg.quality.broadcast_max_duplicate_ids:
-        keepers = F.broadcast(keepers)
-    checked = rows.transform(quality.mark_duplicates(keepers)).drop("identities")
+    keepers = identity.small_side(quality.duplicate_keepers(rows), cfg.quality.broadcast_max_duplicate_ids)
+    checked = rows.transform(quality.mark_duplicates(keepers))
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
     counts = tables.counts(validation)
     quality.enforce_threshold(counts, cfg.quality.max_invalid_fraction, cfg.events_path)
-    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw")
+    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw", "fingerprint")
     seconds["read+validate"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -135,28 +155,29 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     snap_invalid = quality.snapshot_without_identity(snapshot, run_id)
     snap_invalid, snap_obs = tables.observe(snap_invalid, "snapshot", rows=F.count(F.lit(1)))
     tables.write(snap_invalid, cfg.quarantine_path("snapshot"), "delta")
-    links = identity.event_links(valid).persist(StorageLevel.MEMORY_AND_DISK)
+    # The distinct identity keys of valid events, first seen: profile-sized, computed once.
+    keys = identity.key_links(valid).localCheckpoint()
     per_date, observations = [], []
     for as_of in dates:
         count_resolutions, ev_obs = tables.observer(
             f"resolved-{as_of}", events=F.count(F.lit(1)),
             **{r: F.count_if(F.col("resolution") == r) for r in identity.RESOLUTIONS})
-        rows, rounds = features_as_of(valid, profiles, links, as_of, cfg, on_resolved=count_resolutions)
-        rows, row_obs = tables.observe(rows, f"features-{as_of}", profiles=F.count(F.lit(1)),
-                                       known=F.count_if(F.col("in_snapshot")))
-        per_date.append(rows)
+        date_rows, rounds = features_from_keys(valid, keys, profiles, as_of, cfg, count_resolutions)
+        date_rows, row_obs = tables.observe(date_rows, f"features-{as_of}", profiles=F.count(F.lit(1)),
+                                            known=F.count_if(F.col("in_snapshot")))
+        per_date.append(date_rows)
         observations.append((as_of, rounds, ev_obs, row_obs))
     seconds["identity"] = time.perf_counter() - start
 
     start = time.perf_counter()
     table = per_date[0]
-    for rows in per_date[1:]:
-        table = table.unionByName(rows)
+    for date_rows in per_date[1:]:
+        table = table.unionByName(date_rows)
     in_list = ", ".join(f"DATE'{d}'" for d in dates)
     tables.write(table, cfg.features_path, "delta", partition_by=["as_of_date"],
                  replace_where=f"as_of_date IN ({in_list})")
     seconds["features+write"] = time.perf_counter() - start
-    for cached in (rows, profiles, links):
+    for cached in (rows, profiles):
         cached.unpersist()
 
     summary = FeaturesSummary(
