@@ -276,7 +276,7 @@ def _raw() -> Column:
 
 def mark_duplicates(keepers: DataFrame) -> Callable[[DataFrame], DataFrame]:
     """Give every row its `reason` (its row check's, or `duplicate_id` for a copy not kept) and
-    `raw` (a duplicate's is its original row too); `_copy`, `_keeper` and `row_reason` go."""
+    `raw` (see `_raw`); `_copy`, `_keeper` and `row_reason` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
         dropped = F.col("_keeper").isNotNull() & (F.col("_copy") != F.col("_keeper"))
