@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from enrich import quality, utc
+from enrich import quality, tables, utc
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +222,6 @@ def resolve_sets(
     return set_profile, rounds
 
 
-def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
-    """Materialize a profile-sized table once (its size is then known and every reader shares it),
-    broadcast when it has at most `broadcast_max_rows` rows."""
-    table = table.localCheckpoint()
-    return F.broadcast(table) if table.count() <= broadcast_max_rows else table
-
-
 def attach_profiles(events: DataFrame, set_profile: DataFrame, key: str, as_of: dt.date) -> DataFrame:
     """Events before `as_of` joined to their set's resolution on `key`: profile_id, resolution and,
     for anonymous profiles, the namespace and id that name them."""
@@ -248,6 +241,27 @@ def attach_profiles(events: DataFrame, set_profile: DataFrame, key: str, as_of: 
 def spine(profiles: DataFrame) -> DataFrame:
     """One row per snapshot profile: profile_id, primary_namespace, primary_id."""
     return profiles.select("profile_id", "primary_namespace", "primary_id")
+
+
+def resolve_keys(  # noqa: PLR0917 - the inputs of one resolution, named at every call
+    events: DataFrame,
+    keys: DataFrame,
+    profiles: DataFrame,
+    as_of: dt.date,
+    priority: Sequence[str],
+    max_iterations: int = 20,
+    broadcast_max_sets: int = 1_000_000,
+) -> tuple[DataFrame, int]:
+    """`resolve` for events keyed by `identity_key` (the jobs' form), with `keys` from `key_links`:
+    each key first seen before `as_of` takes its node set's resolution, and the events meet it in
+    one equi-join on the key, broadcast when there are at most `broadcast_max_sets` keys. Returns
+    the resolved events (see `resolve`) and the graph rounds used."""
+    links = keys.groupBy("identity_nodes").agg(F.min("first_seen").alias("first_seen"))
+    set_profile, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
+    key_profile = (keys.where(F.col("first_seen") < utc.midnight(as_of)).join(set_profile, "identity_nodes")
+                   .select("identity_key", "known_profile", "resolution", "anchor"))
+    key_profile = tables.small_side(key_profile, broadcast_max_sets)
+    return attach_profiles(events, key_profile, "identity_key", as_of), rounds
 
 
 def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every call
@@ -270,7 +284,7 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
     """
     set_profile, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
-    set_profile = small_side(set_profile, broadcast_max_sets)
+    set_profile = tables.small_side(set_profile, broadcast_max_sets)
     resolved = attach_profiles(with_nodes(events), set_profile, "identity_nodes", as_of)
     return resolved, spine(profiles), rounds
 

@@ -55,6 +55,13 @@ def counts(observation: Observation) -> dict[str, int]:
 CORRUPT_RECORD = "_corrupt_record"
 
 
+def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
+    """Materialize a table far smaller than the events once (its size is then known and every
+    reader shares it), marked for broadcast when it has at most `broadcast_max_rows` rows."""
+    table = table.localCheckpoint()
+    return F.broadcast(table) if table.count() <= broadcast_max_rows else table
+
+
 def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = None) -> DataFrame:
     """Read a dataset in `parquet`, `json` (lines) or `delta`; a missing path is an InputError.
 

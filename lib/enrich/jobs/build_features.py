@@ -14,7 +14,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from enrich import features, identity, quality, tables, utc, xdm
+from enrich import features, identity, quality, tables, xdm
 from enrich.config import Config
 from enrich.errors import InputError
 from enrich.jobs.cli import parser, run_job
@@ -92,15 +92,10 @@ def features_from_keys(  # noqa: PLR0917 - the inputs of one as-of date, named a
     on_resolved: Callable[[DataFrame], DataFrame] = lambda df: df,
 ) -> tuple[DataFrame, int]:
     """The job's plan for one as-of date: valid kept events (`identity_key`, no `identities`) and
-    `identity.key_links` of them; each key's resolution is joined to the events, broadcast when
-    profile-sized. Equal to `features_as_of` on the same events."""
-    links = keys.groupBy("identity_nodes").agg(F.min("first_seen").alias("first_seen"))
-    set_profile, rounds = identity.resolve_sets(links, profiles, as_of, cfg.identity.namespace_priority,
-                                                cfg.identity.max_iterations)
-    key_profile = (keys.where(F.col("first_seen") < utc.midnight(as_of)).join(set_profile, "identity_nodes")
-                   .select("identity_key", "known_profile", "resolution", "anchor"))
-    key_profile = identity.small_side(key_profile, cfg.identity.broadcast_max_sets)
-    resolved = identity.attach_profiles(events, key_profile, "identity_key", as_of)
+    `identity.key_links` of them, resolved by `identity.resolve_keys`. Equal to `features_as_of`
+    on the same events."""
+    resolved, rounds = identity.resolve_keys(events, keys, profiles, as_of, cfg.identity.namespace_priority,
+                                             cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
     return _build(resolved, profiles, as_of, cfg, on_resolved), rounds
 
 
@@ -140,7 +135,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     rows = (raw.transform(quality.parse_events(clock))
             .withColumn("_copy", F.monotonically_increasing_id()).persist(StorageLevel.DISK_ONLY))
     # Duplicated _ids are found by shuffling ids only; the few keepers go to the rows by broadcast.
-    keepers = identity.small_side(quality.duplicate_keepers(rows), cfg.quality.broadcast_max_duplicate_ids)
+    keepers = tables.small_side(quality.duplicate_keepers(rows), cfg.quality.broadcast_max_duplicate_ids)
     checked = rows.transform(quality.mark_duplicates(keepers))
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")

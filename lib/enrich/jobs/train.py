@@ -77,16 +77,15 @@ def label_events(spark: SparkSession, cfg: Config, until: dt.date) -> tuple[Data
     event's UTC date. The features job's checks and rules, without its quarantine (it owns that)."""
     clock = cfg.quality.clock or dt.datetime.now(dt.UTC)
     valid = (build_features.read_events(spark, cfg).transform(quality.validate_events(clock))
-             .where(F.col("reason").isNull()).drop("reason", "raw")
-             .withColumn("identity_nodes", identity.identity_nodes(F.col("identities")))
+             .where(F.col("reason").isNull()).drop("reason", "raw", "identities")
              .persist(StorageLevel.DISK_ONLY))
     last = valid.agg(F.max("ts").alias("last")).first()["last"]
     if last is None:
         raise InputError(f"{cfg.events_path}: no valid events to take labels from")
     profiles = identity.snapshot_profiles(build_features.read_snapshot(spark, cfg), cfg.identity.namespace_priority)
-    resolved, _, _ = identity.resolve(valid, identity.event_links(valid), profiles, until,
-                                      cfg.identity.namespace_priority, cfg.identity.max_iterations,
-                                      cfg.identity.broadcast_max_sets)
+    resolved, _ = identity.resolve_keys(valid, identity.key_links(valid), profiles, until,
+                                        cfg.identity.namespace_priority, cfg.identity.max_iterations,
+                                        cfg.identity.broadcast_max_sets)
     resolved = identity.apply_unmatched(resolved, cfg.identity.unmatched)
     return resolved.persist(StorageLevel.MEMORY_AND_DISK), last.date()
 
