@@ -13,7 +13,7 @@ namespace and id), and the event goes to:
    smaller `profile_id`); so a component reaching two profiles is split by each event's own
    identities before rule 2 is tried;
 2. linked: otherwise, the snapshot profile in the component of its best identity whose primary
-   identity ranks best (priority, then id, then namespace) — so an ECID seen once with a known
+   identity ranks best (the same ranking) — so an ECID seen once with a known
    CRMID brings all its anonymous events, earlier and later, to that CRMID's profile;
 3. anonymous: otherwise the component has no snapshot profile: `identity.unmatched: keep` makes
    it an anonymous profile keyed by the component's best identity, `drop` leaves it out.
@@ -23,6 +23,11 @@ current view of who is who) and from events strictly before D only, so no event 
 change any resolution used for features as of D.
 
 `profile_id` is a hash of the primary identity: stable across runs for the same data.
+
+Execution: identities are numbered once in rank order, so every "best" above is a minimum of
+64-bit numbers (a component's label is its best identity), and the graph, the rules and their
+aggregations work on numbers, never on strings; identity sets and profiles are profile-sized, and
+events meet the answer in one join on their set.
 """
 
 from __future__ import annotations
@@ -178,40 +183,68 @@ def key_links(events: DataFrame) -> DataFrame:
     return keys.select("identity_key", key_nodes(F.col("identity_key")).alias("identity_nodes"), "first_seen")
 
 
-def resolve_sets(
+def _rank_order(node: Column, priority: Sequence[str]) -> Column:
+    """How identities rank: namespace priority, then namespace, then id."""
+    ns = _node_ns(node)
+    return F.struct(priority_rank(ns, priority), ns, _node_id(node))
+
+
+def _stars(members: DataFrame, group: str) -> DataFrame:
+    """Edges linking each group's best node (smallest id) to each of its nodes, itself included."""
+    grouped = members.groupBy(group).agg(F.min("node_id").alias("src"), F.collect_list("node_id").alias("_nodes"))
+    return grouped.select("src", F.explode("_nodes").alias("dst"))
+
+
+def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     links: DataFrame, profiles: DataFrame, as_of: dt.date, priority: Sequence[str], max_iterations: int = 20,
+    key: str = "identity_nodes",
 ) -> tuple[DataFrame, int]:
-    """(identity_nodes, known_profile, resolution, anchor) for each identity set first seen before
-    `as_of`, and the graph rounds used: every rule of the module docstring, on the distinct sets."""
+    """(key, known_profile, resolution, anchor) for each row of `links` (key, identity_nodes,
+    first_seen) first seen before `as_of`, and the graph rounds used: every rule of the module
+    docstring, on distinct identity sets.
+
+    Identities are numbered in rank order once, so that every rule is a minimum of numbers: a
+    group's best identity is its smallest number, a component's label (the smallest number in it)
+    is its anchor, and every aggregation and join works on 64-bit ids, not strings.
+    """
     cutoff = utc.midnight(as_of)
-    sets = links.where(F.col("first_seen") < cutoff).select("identity_nodes")
-    member = profiles.select("profile_id", "primary_rank", "primary_namespace", "primary_id",
-                             F.explode("nodes").alias("node"))
-    snapshot_edges = profiles.select(F.get(F.col("nodes"), 0).alias("src"), F.explode("nodes").alias("dst"))
-    event_edges = sets.select(F.get(F.col("identity_nodes"), 0).alias("src"), F.explode("identity_nodes").alias("dst"))
-    components, rounds = connected_components(event_edges.union(snapshot_edges), max_iterations)
+    sets = (links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, "identity_nodes"]))
+            .withColumn("set_id", F.monotonically_increasing_id()).localCheckpoint())
+    set_nodes = sets.select("set_id", F.explode("identity_nodes").alias("node"))
+    profile_nodes = profiles.select("profile_id", F.explode("nodes").alias("node"))
+    # Materialized before sorting (the sort samples its input, then reads it), then range-partitioned
+    # by rank, so the ids Spark hands out per partition follow the order.
+    distinct_nodes = (set_nodes.select("node").union(profile_nodes.select("node")).distinct()
+                      .select("node", _rank_order(F.col("node"), priority).alias("_rank")).localCheckpoint())
+    numbered = (distinct_nodes.orderBy("_rank").select("node", F.monotonically_increasing_id().alias("node_id"))
+                .localCheckpoint())
+    set_members = set_nodes.join(numbered, "node").select("set_id", "node_id").localCheckpoint()
+    profile_members = profile_nodes.join(numbered, "node").select("profile_id", "node_id").localCheckpoint()
+    components, rounds = connected_components(
+        _stars(set_members, "set_id").union(_stars(profile_members, "profile_id")), max_iterations)
+    components = components.select(F.col("node").alias("node_id"), "component")
 
     # Rule 1: the set's best identity that a snapshot profile lists (shared: smallest profile_id).
-    direct = member.groupBy("node").agg(F.min("profile_id").alias("profile"))
-    listed = sets.select("identity_nodes", F.explode("identity_nodes").alias("node")).join(direct, "node")
-    rank = F.struct(priority_rank(_node_ns(F.col("node")), priority), _node_ns(F.col("node")), _node_id(F.col("node")))
-    direct_hit = listed.groupBy("identity_nodes").agg(F.min_by("profile", rank).alias("direct_profile"))
-    # Rule 2: the component of the set (all its identities are in one), through its best-ranked
-    # snapshot profile.
-    by_component = member.join(components, "node").groupBy("component").agg(
-        F.min_by("profile_id", F.struct("primary_rank", "primary_id", "primary_namespace")).alias("component_profile"))
-    # Rule 3: anonymous, named by the component's best identity.
-    anchor = components.groupBy("component").agg(F.min_by("node", F.struct(
-        priority_rank(_node_ns(F.col("node")), priority), _node_ns(F.col("node")), _node_id(F.col("node")),
-    )).alias("anchor"))
+    listed = profile_members.groupBy("node_id").agg(F.min("profile_id").alias("direct_profile"))
+    per_set = set_members.join(components, "node_id").join(listed, "node_id", "left").groupBy("set_id").agg(
+        F.min("component").alias("component"),
+        F.min(F.when(F.col("direct_profile").isNotNull(), F.col("node_id"))).alias("direct_node"))
+    direct = listed.select(F.col("node_id").alias("direct_node"), "direct_profile")
+    # Rule 2: the component's snapshot profile whose primary identity (its best) ranks best.
+    primaries = profile_members.groupBy("profile_id").agg(F.min("node_id").alias("primary_node"))
+    by_component = (primaries.join(components, F.col("primary_node") == F.col("node_id"))
+                    .groupBy("component").agg(F.min("primary_node").alias("primary_node"))
+                    .join(primaries, "primary_node")
+                    .select("component", F.col("profile_id").alias("component_profile")))
+    # Rule 3: anonymous, named by the component's best identity: its label.
+    anchors = numbered.select(F.col("node_id").alias("component"), F.col("node").alias("anchor"))
     set_profile = (
-        sets.select("identity_nodes", F.get(F.col("identity_nodes"), 0).alias("node"))
-        .join(components, "node")
+        per_set.join(direct, "direct_node", "left")
         .join(by_component, "component", "left")
-        .join(anchor, "component")
-        .join(direct_hit, "identity_nodes", "left")
+        .join(anchors, "component")
+        .join(sets, "set_id")
         .select(
-            "identity_nodes",
+            key,
             F.coalesce("direct_profile", "component_profile").alias("known_profile"),
             F.when(F.col("direct_profile").isNotNull(), F.lit("direct"))
             .when(F.col("component_profile").isNotNull(), F.lit("linked"))
@@ -256,10 +289,7 @@ def resolve_keys(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     each key first seen before `as_of` takes its node set's resolution, and the events meet it in
     one equi-join on the key, broadcast when there are at most `broadcast_max_sets` keys. Returns
     the resolved events (see `resolve`) and the graph rounds used."""
-    links = keys.groupBy("identity_nodes").agg(F.min("first_seen").alias("first_seen"))
-    set_profile, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
-    key_profile = (keys.where(F.col("first_seen") < utc.midnight(as_of)).join(set_profile, "identity_nodes")
-                   .select("identity_key", "known_profile", "resolution", "anchor"))
+    key_profile, rounds = resolve_sets(keys, profiles, as_of, priority, max_iterations, key="identity_key")
     key_profile = tables.small_side(key_profile, broadcast_max_sets)
     return attach_profiles(events, key_profile, "identity_key", as_of), rounds
 
