@@ -170,32 +170,13 @@ def _has_identity(identity_map: Column) -> Column:
     return F.coalesce(F.trim(F.concat_ws("", ids)) != "", F.lit(False))
 
 
-def _hashable(data_type: DataType) -> bool:
-    """Whether Spark can hash the type: maps anywhere inside cannot be."""
-    if isinstance(data_type, MapType):
-        return False
-    if isinstance(data_type, ArrayType):
-        return _hashable(data_type.elementType)
-    if isinstance(data_type, StructType):
-        return all(_hashable(f.dataType) for f in data_type.fields)
-    return True
-
-
-def _fingerprint(raw: DataFrame) -> Column:
-    """A 64-bit hash of the row's content: identityMap as its sorted entries, every other column
-    that holds no map (Spark will not hash maps; copies differing only there are interchangeable)."""
-    parts = [identity_key(F.col("identityMap")) if c == "identityMap" else F.col(c)
-             for c in raw.columns if c == "identityMap" or _hashable(raw.schema[c].dataType)]
-    return F.xxhash64(*parts)
-
-
 def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     """Flatten raw XDM events and run every row check but `duplicate_id` (narrow: no shuffle).
 
     Output: event_id, ts, event_type, identity_key, is_page_view, is_product_view, is_cart_add,
-    is_checkout, is_purchase, revenue, order_id, categories, row_reason (null when the row passes),
-    fingerprint (a hash of the row's content) and raw (the original row as JSON, built only where it
-    is read: for the rows that go to quarantine). Everything but `categories` and `raw` is a
+    is_checkout, is_purchase, revenue, order_id, categories, row_reason (null when the row passes)
+    and raw (the original row as JSON, built only where it is read: for the rows that go to
+    quarantine). Everything but `categories` and `raw` is a
     native expression, so a pass that selects a few columns reads and computes only those.
     """
     clock_lit = utc.instant(clock)  # naive means UTC
@@ -238,7 +219,6 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
             _categories(raw).alias("categories"),
             row_reason.alias("row_reason"),
-            _fingerprint(raw).alias("fingerprint"),
             # Built for the rows that fail a check (few); a duplicate's is built where it is found.
             F.when(row_reason.isNotNull(), F.coalesce(corrupt_text, F.to_json(F.struct(*original)))).alias("raw"),
         )
@@ -246,23 +226,32 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     return transform
 
 
+PARSED = ("event_id", "ts", "event_type", "identity_key", "is_page_view", "is_product_view", "is_cart_add",
+          "is_checkout", "is_purchase", "revenue", "order_id", "categories")
+
+
 def _preference() -> Column:
     """Which copy of a duplicated `_id` is kept: a row passing the other checks, then the earliest
-    timestamp, then the smallest content hash. Copies equal in all of these are identical."""
-    return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.col("fingerprint"))
+    timestamp, then the smallest hash of its parsed fields. A passing copy is seen only through
+    those fields (a dropped copy's `raw` is them too), so copies equal in all of these are
+    interchangeable; a copy failing a check keeps its own reason whichever is kept."""
+    return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.xxhash64(*PARSED))
 
 
-def duplicate_keepers(rows: DataFrame) -> DataFrame:
+def duplicate_keepers(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
     """(event_id, _keeper): for each `_id` on more than one row, the `_copy` that is kept.
 
     `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
-    every reader sees the same ids). Only `_id`s and small partial aggregates are shuffled, never
-    the rows; the result has one row per duplicated `_id`.
+    every reader sees the same ids). Candidates are found by counting 64-bit hashes of `_id` (a
+    hash aggregation of longs: no rows and no strings shuffled); only the candidates' rows are
+    grouped by `_id` (hash collisions fall out there: a group of one is not a duplicate).
     """
+    named = rows.where(F.col("event_id").isNotNull()).withColumn("_h", F.xxhash64("event_id"))
+    repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
+    candidates = named.join(tables.small_side(repeated, broadcast_max_ids), "_h", "left_semi")
     return (
-        rows.where(F.col("event_id").isNotNull())
-        .groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"),
-                                 F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"))
+        candidates.groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"),
+                                           F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"))
         .where(F.col("_n") > 1).select("event_id", "_keeper")
     )
 

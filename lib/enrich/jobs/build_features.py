@@ -134,14 +134,15 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     # memory the feature sort needs.
     rows = (raw.transform(quality.parse_events(clock))
             .withColumn("_copy", F.monotonically_increasing_id()).persist(StorageLevel.DISK_ONLY))
-    # Duplicated _ids are found by shuffling ids only; the few keepers go to the rows by broadcast.
-    keepers = tables.small_side(quality.duplicate_keepers(rows), cfg.quality.broadcast_max_duplicate_ids)
+    # Duplicated _ids are found by counting hashes of ids; the few keepers go to the rows by broadcast.
+    max_ids = cfg.quality.broadcast_max_duplicate_ids
+    keepers = tables.small_side(quality.duplicate_keepers(rows, max_ids), max_ids)
     checked = rows.transform(quality.mark_duplicates(keepers))
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
     counts = tables.counts(validation)
     quality.enforce_threshold(counts, cfg.quality.max_invalid_fraction, cfg.events_path)
-    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw", "fingerprint")
+    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw")
     seconds["read+validate"] = time.perf_counter() - start
 
     start = time.perf_counter()
