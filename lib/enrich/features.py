@@ -53,14 +53,14 @@ def _days_between(later: Column, earlier: Column) -> Column:
 def _ordered(events: DataFrame, gap_minutes: int) -> DataFrame:
     """Per-event columns that need each profile's events in time order.
 
-    Every window here has the same partitioning and order, so the sort done after the shuffle
-    serves them all. Session values are read on each session's last event: its duration is
-    `ts - session_begin`, its size `n - session_first_n + 1`.
+    Every window function here shares one partitioning, order and operator, so the sort done after
+    the shuffle serves them all and each event passes through one window operator. A session's
+    duration is the sum of the gaps between its consecutive events (`in_session_gap`), so no value
+    has to be carried from a session's first event to its last.
     """
     order = Window.partitionBy("profile_id").orderBy("ts", "event_key")
-    running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     before = order.rowsBetween(Window.unboundedPreceding, -1)
-    everything = Window.partitionBy("profile_id")
+    gap = gap_minutes * 60
     day = F.to_date("ts")
     prev_ts = F.lag("ts").over(order)
     prev_day = F.lag(day).over(order)
@@ -69,21 +69,21 @@ def _ordered(events: DataFrame, gap_minutes: int) -> DataFrame:
         "*",
         day.alias("day"),
         (F.col("is_purchase") & F.col("revenue").isNotNull()).alias("is_order"),
-        F.row_number().over(order).alias("n"),
         (prev_day.isNull() | (prev_day != day)).alias("first_of_day"),
-        (prev_ts.isNull() | (F.col("ts").cast("long") - prev_ts.cast("long") > gap_minutes * 60))
-        .alias("session_start"),
+        (prev_ts.isNull() | (F.col("ts").cast("long") - prev_ts.cast("long") > gap)).alias("session_start"),
+        (F.col("ts").cast("double") - prev_ts.cast("double")).alias("_since_prev"),
+        # The last purchase day before this event, and the first: every earlier event is ordered first.
         F.last(purchase_day, ignorenulls=True).over(before).alias("prev_purchase_day"),
-        F.min(purchase_day).over(everything).alias("first_purchase_day"),
+        F.min(purchase_day).over(before).alias("first_purchase_day_before"),
     )
     return df.select(
         "*",
         # The first purchase event of each distinct purchase day.
         (F.col("is_purchase") & (F.col("prev_purchase_day").isNull() | (F.col("prev_purchase_day") != F.col("day"))))
         .alias("new_purchase_day"),
-        F.last(F.when(F.col("session_start"), F.col("ts")), ignorenulls=True).over(running).alias("session_begin"),
-        F.last(F.when(F.col("session_start"), F.col("n")), ignorenulls=True).over(running).alias("session_first_n"),
-        F.coalesce(F.lead("session_start").over(order), F.lit(True)).alias("session_last"),
+        # A purchase on a later day than the profile's first purchase day (some purchase came before).
+        (F.col("is_purchase") & (F.col("day") > F.col("first_purchase_day_before"))).alias("repeat_day_purchase"),
+        F.when(~F.col("session_start"), F.col("_since_prev")).alias("in_session_gap"),
     )
 
 
@@ -202,15 +202,20 @@ def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: d
     events = before.repartition("profile_id").sortWithinPartitions("profile_id", "ts", "event_key")
     ordered = _ordered(events, cfg.session_gap_minutes)
     d_minus_1 = F.date_sub(F.to_date(d), 1)
-    repeat_day_revenue = F.sum(F.when(F.col("is_purchase") & (F.col("day") > F.col("first_purchase_day")),
-                                      F.col("revenue")))
+    repeat_day_revenue = F.sum(F.when(F.col("repeat_day_purchase"), F.col("revenue")))
     purchase_days = F.count_if(F.col("new_purchase_day"))
     gap = F.when(F.col("new_purchase_day"), F.datediff("day", "prev_purchase_day"))
-    session_last = F.col("session_last")
+    sessions = F.count_if("session_start")
     trend_recent = F.count_if(F.col("ts") >= d - F.expr(f"INTERVAL {TREND_DAYS} DAYS"))
     trend_before = F.count_if((F.col("ts") < d - F.expr(f"INTERVAL {TREND_DAYS} DAYS"))
                               & (F.col("ts") >= d - F.expr(f"INTERVAL {2 * TREND_DAYS} DAYS")))
-    aggregated = ordered.groupBy("profile_id").agg(
+    # An anonymous profile's name is a function of its profile_id (null for snapshot profiles): as
+    # grouping keys they keep every aggregate fixed-width, so the aggregation is a compiled hash
+    # aggregation over the shuffle's partitioning, not an interpreted sort aggregation.
+    aggregated = ordered.groupBy(
+        "profile_id", F.col("anonymous_namespace").alias("_anonymous_namespace"),
+        F.col("anonymous_id").alias("_anonymous_id"),
+    ).agg(
         *_window_aggregates(as_of, cfg.windows_days),
         F.min("ts").alias("_first_ts"),
         F.max("ts").alias("_last_ts"),
@@ -219,17 +224,15 @@ def build(resolved: DataFrame, spine: DataFrame, attributes: DataFrame, as_of: d
         F.sum("revenue").alias("_revenue"),
         F.max("revenue").alias("max_order_value"),
         purchase_days.alias("_purchase_days"),
-        F.min("first_purchase_day").alias("_first_purchase_day"),
+        F.min(F.when(F.col("is_purchase"), F.col("day"))).alias("_first_purchase_day"),
         F.max(F.when(F.col("is_purchase"), F.col("day"))).alias("_last_purchase_day"),
         F.coalesce(repeat_day_revenue, F.lit(0.0)).alias("_repeat_revenue"),
         F.avg(gap).alias("purchase_gap_mean_days"),
         F.stddev_samp(gap).alias("purchase_gap_std_days"),
-        F.avg(F.when(session_last, (F.col("ts").cast("double") - F.col("session_begin").cast("double")) / 60))
-        .alias("session_duration_mean_minutes"),
-        F.avg(F.when(session_last, F.col("n") - F.col("session_first_n") + 1)).alias("events_per_session_mean"),
+        # Every event is in one session and every session has one start: means over sessions.
+        (F.coalesce(F.sum("in_session_gap"), F.lit(0.0)) / 60 / sessions).alias("session_duration_mean_minutes"),
+        (F.count(F.lit(1)) / sessions).alias("events_per_session_mean"),
         ((trend_recent + 1) / (trend_before + 1)).alias("activity_trend_30d"),
-        F.max("anonymous_namespace").alias("_anonymous_namespace"),
-        F.max("anonymous_id").alias("_anonymous_id"),
     )
     frequency = F.greatest(F.col("_purchase_days") - 1, F.lit(0))
     aggregated = aggregated.select(
