@@ -199,9 +199,10 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     links: DataFrame, profiles: DataFrame, as_of: dt.date, priority: Sequence[str], max_iterations: int = 20,
     key: str = "identity_nodes",
 ) -> tuple[DataFrame, int]:
-    """(key, known_profile, resolution, anchor) for each row of `links` (key, identity_nodes,
-    first_seen) first seen before `as_of`, and the graph rounds used: every rule of the module
-    docstring, on distinct identity sets.
+    """(key, profile_id, resolution, anonymous_namespace, anonymous_id) for each row of `links`
+    (key, identity_nodes, first_seen) first seen before `as_of`, and the graph rounds used: every
+    rule of the module docstring, on distinct identity sets (so an anonymous profile's name and id
+    are computed once per set, not per event).
 
     Identities are numbered in rank order once, so that every rule is a minimum of numbers: a
     group's best identity is its smallest number, a component's label (the smallest number in it)
@@ -243,32 +244,27 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
         .join(by_component, "component", "left")
         .join(anchors, "component")
         .join(sets, "set_id")
-        .select(
-            key,
-            F.coalesce("direct_profile", "component_profile").alias("known_profile"),
-            F.when(F.col("direct_profile").isNotNull(), F.lit("direct"))
-            .when(F.col("component_profile").isNotNull(), F.lit("linked"))
-            .otherwise(F.lit("anonymous")).alias("resolution"),
-            "anchor",
-        )
+        .select(key, F.coalesce("direct_profile", "component_profile").alias("known_profile"),
+                F.col("direct_profile").isNotNull().alias("_direct"), "anchor")
     )
-    return set_profile, rounds
+    anonymous = F.col("known_profile").isNull()
+    anchor_ns, anchor_id = _node_ns(F.col("anchor")), _node_id(F.col("anchor"))
+    return set_profile.select(
+        key,
+        F.coalesce("known_profile", profile_id(anchor_ns, anchor_id)).alias("profile_id"),
+        F.when(F.col("_direct"), F.lit("direct")).when(~anonymous, F.lit("linked"))
+        .otherwise(F.lit("anonymous")).alias("resolution"),
+        F.when(anonymous, anchor_ns).alias("anonymous_namespace"),
+        F.when(anonymous, anchor_id).alias("anonymous_id"),
+    ), rounds
 
 
 def attach_profiles(events: DataFrame, set_profile: DataFrame, key: str, as_of: dt.date) -> DataFrame:
-    """Events before `as_of` joined to their set's resolution on `key`: profile_id, resolution and,
-    for anonymous profiles, the namespace and id that name them."""
+    """Events before `as_of` joined to their set's resolution (`resolve_sets`) on `key`: profile_id,
+    resolution and, for anonymous profiles, the namespace and id that name them."""
     before = events.where(F.col("ts") < utc.midnight(as_of))
-    resolved = before.join(set_profile, key)
-    anchor_ns, anchor_id = _node_ns(F.col("anchor")), _node_id(F.col("anchor"))
-    anonymous = F.col("known_profile").isNull()
-    return resolved.select(
-        *[c for c in before.columns if c != key],
-        F.coalesce(F.col("known_profile"), profile_id(anchor_ns, anchor_id)).alias("profile_id"),
-        "resolution",
-        F.when(anonymous, anchor_ns).alias("anonymous_namespace"),
-        F.when(anonymous, anchor_id).alias("anonymous_id"),
-    )
+    return before.join(set_profile, key).select(
+        *[c for c in before.columns if c != key], "profile_id", "resolution", "anonymous_namespace", "anonymous_id")
 
 
 def spine(profiles: DataFrame) -> DataFrame:
