@@ -87,10 +87,14 @@ def test_duplicates_keep_one_valid_earliest_copy(spark):
 def test_categories_come_from_product_list_items(spark):
     schema = MINIMAL + (", productListItems array<struct<SKU:string, productCategories:"
                         "array<struct<categoryID:string, categoryName:string>>>>")
-    got = check(spark, [("p", "2025-01-01T10:00:00Z", ids(),
-                         [("s1", [("C1", "Shoes"), ("C2", None)]), ("s2", [("C1", "Shoes")]), ("s3", None)])],
-                schema)["p"]
-    assert sorted(got.categories) == ["C2", "Shoes"]  # names, falling back to ids; distinct
+    got = check(spark, [
+        ("p", "2025-01-01T10:00:00Z", ids(),
+         [("s1", [("C1", "Shoes"), ("C2", None)]), ("s2", [("C1", "Shoes"), None]), ("s3", None), None]),
+        ("blank", "2025-01-01T10:00:00Z", ids(), [("s1", [(" ", " "), ("C3", "  ")])]),
+        ("none", "2025-01-01T10:00:00Z", ids(), None),
+    ], schema)
+    assert sorted(got["p"].categories) == ["C2", "Shoes"]  # names, falling back to ids; distinct
+    assert got["blank"].categories == ["C3"] and got["none"].categories == []
 
 
 def test_schema_drift_names_column_expected_and_found(spark):

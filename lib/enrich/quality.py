@@ -129,9 +129,11 @@ def _categories(df: DataFrame) -> Column:
     def name(c: Column) -> Column:
         return F.coalesce(*[F.nullif(F.trim(c[n].cast("string")), F.lit("")) for n in names])
 
-    per_item = F.transform(F.coalesce(F.col("productListItems"), F.array()),
-                           lambda item: F.transform(F.coalesce(item["productCategories"], F.array()), name))
-    return F.array_distinct(F.filter(F.flatten(per_item), lambda c: c.isNotNull() & (c != "")))
+    # Every item's categories in one array, natively (items without categories dropped first: one
+    # null would null the flatten); one lambda per category names it; blank names are null.
+    categories = F.flatten(F.array_compact(F.col("productListItems.productCategories")))
+    return F.coalesce(F.array_distinct(F.array_compact(F.transform(categories, name))),
+                      F.array().cast("array<string>"))
 
 
 def identities_of(entries: Column) -> Column:
