@@ -167,9 +167,13 @@ def identity_key(identity_map: Column) -> Column:
 
 
 def _has_identity(identity_map: Column) -> Column:
-    """Some identity has a non-blank id (natively: the ids concatenated, null ids skipped)."""
+    """Some identity has a non-blank id (natively: the ids concatenated, null ids skipped).
+
+    Almost every event's first identity has an id, which settles it without building arrays."""
+    first = F.try_element_at(F.try_element_at(F.map_values(identity_map), F.lit(1)), F.lit(1))["id"]
     ids = F.flatten(F.array_compact(F.map_values(identity_map)))["id"]
-    return F.coalesce(F.trim(F.concat_ws("", ids)) != "", F.lit(False))
+    every = F.coalesce(F.trim(F.concat_ws("", ids)) != "", F.lit(False))
+    return F.when(F.coalesce(F.trim(first) != "", F.lit(False)), F.lit(True)).otherwise(every)
 
 
 def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
