@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from enrich import quality, tables, utc
+from enrich import tables, utc
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +168,22 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
     return labels.withColumnRenamed("label", "component"), rounds
 
 
-def key_nodes(key: Column) -> Column:
-    """The graph nodes of an `identity_key` (sorted identityMap entries): see `identity_nodes`."""
-    return identity_nodes(quality.identities_of(key))
+def key_node_rows(keyed: DataFrame, by: str) -> DataFrame:
+    """(by, node) for every usable identity in each row's `identity_key` (its sorted identityMap
+    entries), natively: two explodes, no lambda. The nodes are those `identity_nodes` gives."""
+    entries = keyed.select(by, F.inline("identity_key"))
+    ids = entries.select(by, F.col("key").alias("ns"), F.explode("value").alias("i"))
+    usable = ids.where(F.col("ns").isNotNull() & F.col("i.id").isNotNull() & (F.trim(F.col("i.id")) != ""))
+    return usable.select(by, node_key(F.col("ns"), F.col("i.id")).alias("node"))
 
 
 def key_links(events: DataFrame) -> DataFrame:
-    """(identity_key, identity_nodes, first_seen) for each distinct identity_key of valid events.
+    """(identity_key, first_seen) for each distinct identity_key of valid events.
 
-    The job's form of `event_links`: events are grouped by their raw key, natively, and only the
-    distinct keys (profile-sized) pay for turning identities into nodes.
+    The job's form of `event_links`: events are grouped by their raw key, natively, and the
+    resolution turns only the distinct keys (profile-sized) into nodes (`key_node_rows`).
     """
-    keys = events.groupBy("identity_key").agg(F.min("ts").alias("first_seen"))
-    return keys.select("identity_key", key_nodes(F.col("identity_key")).alias("identity_nodes"), "first_seen")
+    return events.groupBy("identity_key").agg(F.min("ts").alias("first_seen"))
 
 
 def _rank_order(node: Column, priority: Sequence[str]) -> Column:
@@ -200,7 +203,8 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     key: str = "identity_nodes",
 ) -> tuple[DataFrame, int]:
     """(key, profile_id, resolution, anonymous_namespace, anonymous_id) for each row of `links`
-    (key, identity_nodes, first_seen) first seen before `as_of`, and the graph rounds used: every
+    (key, first_seen, and the set as `identity_nodes` or as an `identity_key`) first seen before
+    `as_of`, and the graph rounds used: every
     rule of the module docstring, on distinct identity sets (so an anonymous profile's name and id
     are computed once per set, not per event).
 
@@ -209,9 +213,11 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     is its anchor, and every aggregation and join works on 64-bit ids, not strings.
     """
     cutoff = utc.midnight(as_of)
-    sets = (links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, "identity_nodes"]))
+    carried = "identity_nodes" if "identity_nodes" in links.columns else "identity_key"
+    sets = (links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, carried]))
             .withColumn("set_id", F.monotonically_increasing_id()).localCheckpoint())
-    set_nodes = sets.select("set_id", F.explode("identity_nodes").alias("node"))
+    set_nodes = (sets.select("set_id", F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
+                 else key_node_rows(sets, "set_id"))
     profile_nodes = profiles.select("profile_id", F.explode("nodes").alias("node"))
     # Materialized before sorting (the sort samples its input, then reads it), then range-partitioned
     # by rank, so the ids Spark hands out per partition follow the order.

@@ -162,7 +162,7 @@ def snapshot_without_identity(snapshot: DataFrame, run_id: str) -> DataFrame:
 def identity_key(identity_map: Column) -> Column:
     """The identityMap as a sorted array of its entries: a groupable, joinable key for the event's
     identities, computed natively (no lambda per event). Events with the same identities in any
-    entry order share a key; `identity.key_nodes` turns each distinct key into graph nodes."""
+    entry order share a key; `identity.key_node_rows` turns distinct keys into graph nodes."""
     return F.sort_array(F.map_entries(identity_map))
 
 
