@@ -182,8 +182,8 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     Output: event_id, ts, event_type, identity_key, is_page_view, is_product_view, is_cart_add,
     is_checkout, is_purchase, revenue, order_id, categories, row_reason (null when the row passes)
     and raw (the original row as JSON, built only where it is read: for the rows that go to
-    quarantine). Everything but `categories` and `raw` is a
-    native expression, so a pass that selects a few columns reads and computes only those.
+    quarantine). Everything but `categories` and `raw` is a native expression, so a pass that
+    selects a few columns reads and computes only those.
     """
     clock_lit = utc.instant(clock)  # naive means UTC
 
@@ -250,7 +250,8 @@ def duplicate_keepers(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> Da
     `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
     every reader sees the same ids). Candidates are found by counting 64-bit hashes of `_id` (a
     hash aggregation of longs: no rows and no strings shuffled); only the candidates' rows are
-    grouped by `_id` (hash collisions fall out there: a group of one is not a duplicate).
+    grouped by `_id` (hash collisions fall out there: a group of one is not a duplicate). Runs
+    the hash count (`tables.small_side`); the keepers themselves stay lazy.
     """
     named = rows.where(F.col("event_id").isNotNull()).withColumn("_h", F.xxhash64("event_id"))
     repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
