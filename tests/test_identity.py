@@ -175,3 +175,39 @@ def test_resolution_does_not_depend_on_input_order(spark, order, profile_order, 
 @pytest.mark.parametrize("ns,expected", [("CRMID", 0), ("Email", 1), ("ECID", 2), ("Phone", 3)])
 def test_priority_rank(spark, ns, expected):
     assert spark.range(1).select(identity.priority_rank(F.lit(ns), PRIORITY)).first()[0] == expected
+
+
+def test_ranking_holds_across_many_partitions(spark):
+    """Identities are numbered in rank order over several range partitions: each component is still
+    named by its best identity and linked to its best primary, whatever partition they land in."""
+    hub = [(f"h{i}", "2025-01-01 10:00:00", [("ECID", f"x{i:03d}"), ("Phone", "hub")]) for i in range(150)]
+    named = [("m", "2025-01-02 10:00:00", [("Phone", "hub"), ("Email", "zz")])]  # "Email:" sorts after "ECID:"
+    # "Apple:" sorts before "ECID:", but a namespace outside the priority ranks after ECID.
+    alone = [(f"a{i}", "2025-01-03 10:00:00", [("ECID", f"y{i:03d}"), ("Apple", f"p{i:03d}")]) for i in range(60)]
+    profiles = snap(spark, [{"ECID": ["y010"], "Apple": ["q1"]}, {"ECID": ["y020"], "CRMID": ["k9"]}])
+    conf = {"spark.sql.adaptive.coalescePartitions.enabled": "false", "spark.sql.shuffle.partitions": "8"}
+    before = {k: spark.conf.get(k) for k in conf}
+    try:
+        for k, v in conf.items():
+            spark.conf.set(k, v)
+        got = resolve(spark, ev(spark, hub + named + alone).repartition(5), profiles, dt.date(2025, 2, 1))
+    finally:
+        for k, v in before.items():
+            spark.conf.set(k, v)
+    assert {got[f"h{i}"] for i in range(150)} == {("zz", "anonymous")} == {got["m"]}
+    assert got["a10"] == ("y010", "direct") and got["a20"] == ("k9", "direct")  # CRMID outranks the ECID
+    assert {got[f"a{i}"] for i in (0, 33, 59)} == {("y000", "anonymous"), ("y033", "anonymous"),
+                                                   ("y059", "anonymous")}
+
+
+def test_a_deep_chain_stops_at_the_bound_and_resolves(spark, caplog):
+    """The worst case for label propagation (the best identity in the middle of a long chain of
+    pairwise links) runs all 20 rounds, warns, and still resolves every event (to split components)
+    instead of failing the job."""
+    chain = [(f"c{i:03d}", "2025-01-01 10:00:00", [("ECID", f"n{i:03d}"), ("ECID", f"n{i + 1:03d}")])
+             for i in range(199)]
+    chain.append(("m", "2025-01-02 10:00:00", [("ECID", "n150"), ("Email", "a")]))
+    with caplog.at_level(logging.WARNING, logger="enrich.identity"):
+        got = resolve(spark, ev(spark, chain), snap(spark, [{"CRMID": ["k"]}]), dt.date(2025, 2, 1))
+    assert "identity.max_iterations=20" in caplog.text
+    assert len(got) == 200 and got["m"] == ("a", "anonymous") and got["c000"] == ("n000", "anonymous")

@@ -36,7 +36,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from enrich import tables, utc
@@ -95,7 +95,6 @@ def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame
         "profile_id",
         best["ns"].alias("primary_namespace"),
         best["id"].alias("primary_id"),
-        best["rank"].alias("primary_rank"),
         F.transform("_ids", lambda i: node_key(i["ns"], i["id"])).alias("nodes"),
         *[F.col("_row")[c].alias(c) for c in others],
     )
@@ -143,7 +142,13 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
 
     Each round takes, for every node, the smallest label among itself and its neighbours, then
     jumps to its label's label. Labels only decrease, so the rounds end when none changes; the
-    graph is never collected, only the count of changed labels.
+    graph is never collected, only the count of changed labels. Rounds needed grow with the
+    graph's depth: identity graphs are shallow (devices around a person); a long chain of
+    pairwise links is the worst case, and stops at the bound with a warning.
+
+    The jump is a window over each label's askers and its own row, not a join of the labels with
+    themselves: a checkpoint keeps its plan's size estimate, and a self-join per round would square
+    that estimate every round (at 20 rounds, a number too large for the driver's heap).
     """
     both = edges.select("src", "dst").union(edges.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
     both = both.where(F.col("src").isNotNull() & F.col("dst").isNotNull()).distinct().localCheckpoint()
@@ -153,10 +158,14 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
         neighbour = both.join(labels.withColumnRenamed("node", "src"), "src").select(
             F.col("dst").alias("node"), "label")
         proposed = labels.union(neighbour).groupBy("node").agg(F.min("label").alias("label")).localCheckpoint()
-        # Pointer jumping: a node adopts its label's label, halving chains each round.
-        hop = proposed.select(F.col("node").alias("label"), F.col("label").alias("label_of_label"))
-        jumped = proposed.join(hop, "label", "left").select(
-            "node", F.least("label", F.coalesce("label_of_label", "label")).alias("label")).localCheckpoint()
+        # Pointer jumping: a node adopts its label's label, halving chains each round. Every label
+        # is a node: its row (key = node) holds the answer, the askers (key = their label) read it.
+        none = F.lit(None).cast(proposed.schema["node"].dataType)
+        asks = proposed.select(F.col("label").alias("key"), "node", none.alias("answer"))
+        answers = proposed.select(F.col("node").alias("key"), none.alias("node"), F.col("label").alias("answer"))
+        rows = asks.union(answers).select("key", "node", F.max("answer").over(Window.partitionBy("key")).alias("hop"))
+        jumped = rows.where(F.col("node").isNotNull()).select(
+            "node", F.least("key", F.coalesce("hop", "key")).alias("label")).localCheckpoint()
         previous = labels.withColumnRenamed("label", "previous")
         changed = jumped.join(previous, "node").where(F.col("label") != F.col("previous")).count()
         labels = jumped
@@ -204,9 +213,8 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
 ) -> tuple[DataFrame, int]:
     """(key, profile_id, resolution, anonymous_namespace, anonymous_id) for each row of `links`
     (key, first_seen, and the set as `identity_nodes` or as an `identity_key`) first seen before
-    `as_of`, and the graph rounds used: every
-    rule of the module docstring, on distinct identity sets (so an anonymous profile's name and id
-    are computed once per set, not per event).
+    `as_of`, and the graph rounds used: every rule of the module docstring, on distinct identity
+    sets (so an anonymous profile's name and id are computed once per set, not per event).
 
     Identities are numbered in rank order once, so that every rule is a minimum of numbers: a
     group's best identity is its smallest number, a component's label (the smallest number in it)
