@@ -158,7 +158,7 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
         neighbour = both.join(labels.withColumnRenamed("node", "src"), "src").select(
             F.col("dst").alias("node"), "label")
         proposed = labels.union(neighbour).groupBy("node").agg(F.min("label").alias("label")).localCheckpoint()
-        # Pointer jumping: a node adopts its label's label, halving chains each round. Every label
+        # Pointer jumping: a node adopts its label's label, shortening chains. Every label
         # is a node: its row (key = node) holds the answer, the askers (key = their label) read it.
         none = F.lit(None).cast(proposed.schema["node"].dataType)
         asks = proposed.select(F.col("label").alias("key"), "node", none.alias("answer"))

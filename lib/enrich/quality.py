@@ -239,7 +239,7 @@ PARSED = ("event_id", "ts", "event_type", "identity_key", "is_page_view", "is_pr
 def _preference() -> Column:
     """Which copy of a duplicated `_id` is kept: a row passing the other checks, then the earliest
     timestamp, then the smallest hash of its parsed fields. A passing copy is seen only through
-    those fields (a dropped copy's `raw` is them too), so copies equal in all of these are
+    those fields (a dropped copy's `raw` shows some of them), so copies equal in all of these are
     interchangeable; a copy failing a check keeps its own reason whichever is kept."""
     return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.xxhash64(*PARSED))
 
