@@ -58,6 +58,13 @@ def test_local_session_is_utc_and_has_delta(spark):
     assert DELTA_EXTENSION in spark.conf.get("spark.sql.extensions")
 
 
+def test_local_jvm_runs_the_parallel_collector(spark):
+    """Throughput collector for a batch job on few cores (see `local_conf`), not Java's default G1."""
+    beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    names = {beans.get(i).getName() for i in range(beans.size())}
+    assert names == {"PS Scavenge", "PS MarkSweep"}
+
+
 def test_python_workers_run_the_drivers_interpreter(spark):
     """Not the first `python3` on the PATH, which may lack this environment's packages."""
     seen = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
