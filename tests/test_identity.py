@@ -83,6 +83,19 @@ def test_a_component_reaching_two_profiles_goes_to_the_best_primary_identity(spa
     assert got == {"e1": ("C2", "direct"), "e2": ("C1", "direct"), "e3": ("C1", "linked")}
 
 
+def test_profiles_sharing_an_identity_no_event_carries_are_one_component(spark):
+    """Two profiles both list one Email: the graph joins them through it even though no event
+    carries it, so a device linked to C2 lands in a component whose best primary is C1."""
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("ECID", "D"), ("CRMID", "C2")]),
+        ("e2", "2025-01-02 10:00:00", [("ECID", "D")]),
+        ("e3", "2025-01-03 10:00:00", [("ECID", "Z")]),
+    ])
+    snapshot = snap(spark, [{"CRMID": ["C1"], "Email": ["m"]}, {"CRMID": ["C2"], "Email": ["m"]}])
+    got = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
+    assert got == {"e1": ("C2", "direct"), "e2": ("C1", "linked"), "e3": ("Z", "anonymous")}
+
+
 def test_an_events_own_listed_identity_wins_over_its_best_identitys_component(spark):
     events = ev(spark, [
         ("e1", "2025-01-01 10:00:00", [("CRMID", "Cx"), ("ECID", "E")]),  # Cx unknown, E listed by C2

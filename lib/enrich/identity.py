@@ -25,9 +25,12 @@ change any resolution used for features as of D.
 `profile_id` is a hash of the primary identity: stable across runs for the same data.
 
 Execution: identities are numbered once in rank order, so every "best" above is a minimum of
-64-bit numbers (a component's label is its best identity), and the graph, the rules and their
-aggregations work on numbers, never on strings; identity sets and profiles are profile-sized, and
-events meet the answer in one join on their set.
+64-bit numbers, and the graph, the rules and their aggregations work on numbers, never on strings;
+identity sets and profiles are profile-sized, and events meet the answer in one join on their set.
+The graph is contracted before its components are found: a snapshot profile's identities are one
+vertex, ranked by the profile's primary ahead of every identity, so a component's smallest vertex is
+the answer of rule 2 or, without a profile, of rule 3; sets inside one profile (most of them)
+make no edge, and rule 1 needs no graph at all.
 """
 
 from __future__ import annotations
@@ -201,10 +204,17 @@ def _rank_order(node: Column, priority: Sequence[str]) -> Column:
     return F.struct(priority_rank(ns, priority), ns, _node_id(node))
 
 
+# A profile's vertex is its primary's number minus this: below every identity's number (ids from
+# monotonically_increasing_id, partition << 33 | row, far below 2^62), in the order of the primaries.
+_PROFILE_VERTEX = 1 << 62
+
+
 def _stars(members: DataFrame, group: str) -> DataFrame:
-    """Edges linking each group's best node (smallest id) to each of its nodes, itself included."""
-    grouped = members.groupBy(group).agg(F.min("node_id").alias("src"), F.collect_list("node_id").alias("_nodes"))
-    return grouped.select("src", F.explode("_nodes").alias("dst"))
+    """Edges linking the smallest `vertex` of each group reaching two or more to each of its
+    vertices: groups inside one vertex make none."""
+    spans = (members.groupBy(group).agg(F.min("vertex").alias("src"), F.max("vertex").alias("_last"))
+             .where(F.col("src") < F.col("_last")))
+    return members.join(spans, group).where(F.col("vertex") != F.col("src")).select("src", F.col("vertex").alias("dst"))
 
 
 def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at every call
@@ -217,8 +227,9 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     sets (so an anonymous profile's name and id are computed once per set, not per event).
 
     Identities are numbered in rank order once, so that every rule is a minimum of numbers: a
-    group's best identity is its smallest number, a component's label (the smallest number in it)
-    is its anchor, and every aggregation and join works on 64-bit ids, not strings.
+    group's best identity is its smallest number, a component's label (its smallest vertex) is its
+    best-primary profile or its anchor, and every aggregation and join works on 64-bit ids, not
+    strings.
     """
     cutoff = utc.midnight(as_of)
     carried = "identity_nodes" if "identity_nodes" in links.columns else "identity_key"
@@ -235,28 +246,38 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
                 .localCheckpoint())
     set_members = set_nodes.join(numbered, "node").select("set_id", "node_id").localCheckpoint()
     profile_members = profile_nodes.join(numbered, "node").select("profile_id", "node_id").localCheckpoint()
-    components, rounds = connected_components(
-        _stars(set_members, "set_id").union(_stars(profile_members, "profile_id")), max_iterations)
-    components = components.select(F.col("node").alias("node_id"), "component")
 
     # Rule 1: the set's best identity that a snapshot profile lists (shared: smallest profile_id).
     listed = profile_members.groupBy("node_id").agg(F.min("profile_id").alias("direct_profile"))
-    per_set = set_members.join(components, "node_id").join(listed, "node_id", "left").groupBy("set_id").agg(
-        F.min("component").alias("component"),
-        F.min(F.when(F.col("direct_profile").isNotNull(), F.col("node_id"))).alias("direct_node"))
-    direct = listed.select(F.col("node_id").alias("direct_node"), "direct_profile")
-    # Rule 2: the component's snapshot profile whose primary identity (its best) ranks best.
+    # The graph, contracted: a profile's identities are one vertex (numbered by its primary, its best
+    # identity, shifted below every identity), an identity no profile lists is its own vertex. The
+    # components are those of the identity graph, and a component's smallest vertex is its profile
+    # with the best primary (rule 2) or, with none, its best identity (rule 3). Only sets reaching
+    # two vertices and identities listed twice make edges: most sets sit inside one profile, so the
+    # graph holds the anonymous and linking identities, not all of them.
     primaries = profile_members.groupBy("profile_id").agg(F.min("node_id").alias("primary_node"))
-    by_component = (primaries.join(components, F.col("primary_node") == F.col("node_id"))
-                    .groupBy("component").agg(F.min("primary_node").alias("primary_node"))
-                    .join(primaries, "primary_node")
-                    .select("component", F.col("profile_id").alias("component_profile")))
+    listed_in = profile_members.join(primaries, "profile_id").select(
+        "node_id", (F.col("primary_node") - _PROFILE_VERTEX).alias("vertex"))
+    set_vertices = set_members.join(listed_in, "node_id", "left").select(
+        "set_id", F.coalesce("vertex", "node_id").alias("vertex"))
+    components, rounds = connected_components(
+        _stars(set_vertices, "set_id").union(_stars(listed_in, "node_id")), max_iterations)
+    components = components.select(F.col("node").alias("node_id"), "component")
+
+    # A set with a listed identity is direct; any other set's identities are all unlisted, so their
+    # component (an isolated identity is its own) is the set's.
+    per_set = set_members.join(listed, "node_id", "left").join(components, "node_id", "left").groupBy("set_id").agg(
+        F.min(F.when(F.col("direct_profile").isNotNull(), F.col("node_id"))).alias("direct_node"),
+        F.min(F.coalesce("component", "node_id")).alias("component"))
+    direct = listed.select(F.col("node_id").alias("direct_node"), "direct_profile")
+    by_component = primaries.select((F.col("primary_node") - _PROFILE_VERTEX).alias("component"),
+                                    F.col("profile_id").alias("component_profile"))
     # Rule 3: anonymous, named by the component's best identity: its label.
     anchors = numbered.select(F.col("node_id").alias("component"), F.col("node").alias("anchor"))
     set_profile = (
         per_set.join(direct, "direct_node", "left")
         .join(by_component, "component", "left")
-        .join(anchors, "component")
+        .join(anchors, "component", "left")
         .join(sets, "set_id")
         .select(key, F.coalesce("direct_profile", "component_profile").alias("known_profile"),
                 F.col("direct_profile").isNotNull().alias("_direct"), "anchor")
