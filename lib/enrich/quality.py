@@ -255,7 +255,11 @@ def duplicate_keepers(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> Da
     """
     named = rows.where(F.col("event_id").isNotNull()).withColumn("_h", F.xxhash64("event_id"))
     repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
-    candidates = named.join(tables.small_side(repeated, broadcast_max_ids), "_h", "left_semi")
+    # Without adaptive execution for this one count: it would fill a not yet kept `rows` in a stage
+    # of its own and read it back, where this way the task that keeps a row also hashes it.
+    with tables.spark_conf(rows.sparkSession, "spark.sql.adaptive.enabled", "false"):
+        repeated = tables.small_side(repeated, broadcast_max_ids)
+    candidates = named.join(repeated, "_h", "left_semi")
     return (
         candidates.groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"),
                                            F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"))

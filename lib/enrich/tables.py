@@ -6,7 +6,8 @@ itself, so a summary never costs a second pass over the data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,20 @@ def counts(observation: Observation) -> dict[str, int]:
 
 # JSON lines that do not parse, or whose values do not fit the schema, keep their text here.
 CORRUPT_RECORD = "_corrupt_record"
+
+
+@contextlib.contextmanager
+def spark_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """A session setting for the actions run inside the block; the previous value comes back after."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
