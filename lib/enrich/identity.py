@@ -270,6 +270,7 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
         F.min(F.when(F.col("direct_profile").isNotNull(), F.col("node_id"))).alias("direct_node"),
         F.min(F.coalesce("component", "node_id")).alias("component"))
     direct = listed.select(F.col("node_id").alias("direct_node"), "direct_profile")
+    # Rule 2: a component whose smallest vertex is a profile's belongs to that profile.
     by_component = primaries.select((F.col("primary_node") - _PROFILE_VERTEX).alias("component"),
                                     F.col("profile_id").alias("component_profile"))
     # Rule 3: anonymous, named by the component's best identity: its label.
