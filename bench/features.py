@@ -36,8 +36,7 @@ def shuffles(spark: SparkSession, cfg: Config) -> dict[str, int]:
     Resolution runs the identity graph to build the plan, so the plan is taken on the first 200k
     events: the same operators, without paying for the graph over the whole dataset again.
     """
-    spark.conf.set("spark.sql.adaptive.enabled", "false")
-    try:
+    with tables.spark_conf(spark, {"spark.sql.adaptive.enabled": "false"}):
         raw = tables.read(spark, cfg.events_path, "delta").limit(200_000)
         valid = raw.transform(quality.validate_events(cfg.quality.clock)).where("reason IS NULL")
         profiles = identity.snapshot_profiles(tables.read(spark, cfg.snapshot_path, "delta"),
@@ -45,8 +44,6 @@ def shuffles(spark: SparkSession, cfg: Config) -> dict[str, int]:
         rows, _ = build_features.features_from_keys(valid, identity.key_links(valid), profiles,
                                                     cfg.as_of_dates()[0], cfg)
         plan = rows._jdf.queryExecution().executedPlan().toString()
-    finally:
-        spark.conf.set("spark.sql.adaptive.enabled", "true")
     return {"exchanges_total": len(re.findall(r"\bExchange ", plan)),
             "events_repartitions_after_resolution": len(re.findall(r"REPARTITION_BY_COL", plan))}
 

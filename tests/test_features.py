@@ -6,7 +6,7 @@ import datetime as dt
 import re
 
 import pytest
-from enrich import features
+from enrich import features, tables
 from enrich.config import FeaturesConfig
 from pyspark.sql import DataFrame
 
@@ -171,12 +171,9 @@ def test_snapshot_attributes_of_another_shape_are_absent_not_a_crash(spark):
 
 def test_features_shuffle_the_events_once(spark):
     log = events(spark, LOG)
-    spark.conf.set("spark.sql.adaptive.enabled", "false")  # the static plan shows exchange reuse
-    try:
+    with tables.spark_conf(spark, {"spark.sql.adaptive.enabled": "false"}):  # the static plan shows exchange reuse
         rows = features.build(log, spine(spark, ["p1"]), attributes(spark, [("p1", 1, 1)]), D, CFG)
         plan = rows._jdf.queryExecution().executedPlan().toString()
-    finally:
-        spark.conf.set("spark.sql.adaptive.enabled", "true")
     nodes = [re.sub(r"^\*\(\d+\) ", "", line.lstrip(" :+-")) for line in plan.splitlines()]
     exchanges = [i for i, n in enumerate(nodes) if n.startswith("Exchange ")]
     assert len([i for i in exchanges if "REPARTITION_BY_COL" in nodes[i]]) == 1, plan

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 
 import pytest
-from enrich import identity
+from enrich import identity, tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyspark.sql import DataFrame
@@ -199,14 +199,8 @@ def test_ranking_holds_across_many_partitions(spark):
     alone = [(f"a{i}", "2025-01-03 10:00:00", [("ECID", f"y{i:03d}"), ("Apple", f"p{i:03d}")]) for i in range(60)]
     profiles = snap(spark, [{"ECID": ["y010"], "Apple": ["q1"]}, {"ECID": ["y020"], "CRMID": ["k9"]}])
     conf = {"spark.sql.adaptive.coalescePartitions.enabled": "false", "spark.sql.shuffle.partitions": "8"}
-    before = {k: spark.conf.get(k) for k in conf}
-    try:
-        for k, v in conf.items():
-            spark.conf.set(k, v)
+    with tables.spark_conf(spark, conf):
         got = resolve(spark, ev(spark, hub + named + alone).repartition(5), profiles, dt.date(2025, 2, 1))
-    finally:
-        for k, v in before.items():
-            spark.conf.set(k, v)
     assert {got[f"h{i}"] for i in range(150)} == {("zz", "anonymous")} == {got["m"]}
     assert got["a10"] == ("y010", "direct") and got["a20"] == ("k9", "direct")  # CRMID outranks the ECID
     assert {got[f"a{i}"] for i in (0, 33, 59)} == {("y000", "anonymous"), ("y033", "anonymous"),

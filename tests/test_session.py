@@ -106,10 +106,10 @@ def test_reading_a_missing_dataset_names_the_path(spark, tmp_path):
 
 def test_a_session_setting_holds_inside_its_block_only(spark):
     before = spark.conf.get("spark.sql.adaptive.enabled")
-    with pytest.raises(RuntimeError), tables.spark_conf(spark, "spark.sql.adaptive.enabled", "false"):
+    with pytest.raises(RuntimeError), tables.spark_conf(spark, {"spark.sql.adaptive.enabled": "false"}):
         assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
         raise RuntimeError("the block failed")
     assert spark.conf.get("spark.sql.adaptive.enabled") == before
-    with tables.spark_conf(spark, "spark.enrich.test.unset", "1"):
+    with tables.spark_conf(spark, {"spark.enrich.test.unset": "1"}):
         assert spark.conf.get("spark.enrich.test.unset") == "1"
     assert spark.conf.get("spark.enrich.test.unset", None) is None

@@ -257,7 +257,7 @@ def duplicate_keepers(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> Da
     repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
     # Without adaptive execution for this one count: it would fill a not yet kept `rows` in a stage
     # of its own and read it back, where this way the task that keeps a row also hashes it.
-    with tables.spark_conf(rows.sparkSession, "spark.sql.adaptive.enabled", "false"):
+    with tables.spark_conf(rows.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
         repeated = tables.small_side(repeated, broadcast_max_ids)
     candidates = named.join(repeated, "_h", "left_semi")
     return (

@@ -7,7 +7,7 @@ itself, so a summary never costs a second pass over the data.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,17 +57,19 @@ CORRUPT_RECORD = "_corrupt_record"
 
 
 @contextlib.contextmanager
-def spark_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """A session setting for the actions run inside the block; the previous value comes back after."""
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, value)
+def spark_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Session settings for the actions run inside the block; the previous values come back after."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield
     finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
