@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from enrich import tables, utc
+from enrich import quality, tables, utc
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,10 @@ def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame
     Snapshot rows that share a primary identity are one profile: their identities are merged and
     their other columns taken from one row chosen by content (whatever order the rows come in).
     """
-    identities = F.flatten(F.transform(
-        F.map_entries(F.col("identityMap")),
-        lambda e: F.transform(F.coalesce(e["value"], F.array()), lambda i: F.struct(
-            e["key"].alias("ns"), i["id"].alias("id")))))
     others = [c for c in snapshot.columns if c != "identityMap"]
     rows = snapshot.select(
         F.struct(*others).alias("_row"),
-        ranked(F.filter(identities, lambda i: i["id"].isNotNull() & (F.trim(i["id"]) != "")), priority).alias("_ids"),
+        ranked(quality.identities_of(F.map_entries(F.col("identityMap"))), priority).alias("_ids"),
     ).where(F.size("_ids") > 0)
     best = F.get(F.col("_ids"), 0)
     rows = rows.groupBy(profile_id(best["ns"], best["id"]).alias("profile_id")).agg(
@@ -185,7 +181,7 @@ def key_node_rows(keyed: DataFrame, by: str) -> DataFrame:
     entries), natively: two explodes, no lambda. The nodes are those `identity_nodes` gives."""
     entries = keyed.select(by, F.inline("identity_key"))
     ids = entries.select(by, F.col("key").alias("ns"), F.explode("value").alias("i"))
-    usable = ids.where(F.col("ns").isNotNull() & F.col("i.id").isNotNull() & (F.trim(F.col("i.id")) != ""))
+    usable = ids.where(quality.usable_identity(F.col("ns"), F.col("i.id")))
     return usable.select(by, node_key(F.col("ns"), F.col("i.id")).alias("node"))
 
 

@@ -136,13 +136,18 @@ def _categories(df: DataFrame) -> Column:
                       F.array().cast("array<string>"))
 
 
+def usable_identity(ns: Column, identity: Column) -> Column:
+    """An identity the pipeline uses: a namespace and a non-blank id."""
+    return ns.isNotNull() & identity.isNotNull() & (F.trim(identity) != "")
+
+
 def identities_of(entries: Column) -> Column:
     """Map entries (an `identity_key`) as array<struct<ns, id>>, empty ids dropped."""
     # Identities may carry only `id` (authenticatedState and primary are optional), so no typed
     # default for the entries themselves: null entries yield a null array, replaced at the end.
     nested = F.transform(entries, lambda e: F.transform(
         F.coalesce(e["value"], F.array()), lambda i: F.struct(e["key"].alias("ns"), i["id"].alias("id"))))
-    usable = F.filter(F.flatten(nested), lambda i: i["id"].isNotNull() & (F.trim(i["id"]) != "") & i["ns"].isNotNull())
+    usable = F.filter(F.flatten(nested), lambda i: usable_identity(i["ns"], i["id"]))
     return F.coalesce(usable, F.array().cast("array<struct<ns:string,id:string>>"))
 
 
