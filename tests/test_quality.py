@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 
 import pytest
 from enrich import quality, tables, xdm
@@ -95,6 +96,47 @@ def test_categories_come_from_product_list_items(spark):
     ], schema)
     assert sorted(got["p"].categories) == ["C2", "Shoes"]  # names, falling back to ids; distinct
     assert got["blank"].categories == ["C3"] and got["none"].categories == []
+
+
+def _expected_categories(items):
+    """The rule, in Python: per category its trimmed name, else its trimmed id (blank is none);
+    distinct, in order of first appearance."""
+    out = []
+    for item in items or []:
+        for cat in (item[1] if item else None) or []:
+            if cat is None:
+                continue
+            name = next((v.strip(" ") for v in (cat[1], cat[0]) if v is not None and v.strip(" ")), None)
+            if name is not None and name not in out:
+                out.append(name)
+    return out
+
+
+def test_categories_equal_the_rule_on_random_names(spark):
+    """The native common case and the general case together give the rule's answer, whatever the
+    names hold: nulls, blanks, spaces at either end, the characters the common case's check uses."""
+    rng = random.Random(7)
+    pieces = ["Shoes", "Bags", "Shoes ", " Bags", "", "  ", None, "\u0001", "a\u0001 b", "\u0002", "x y"]
+
+    def items():
+        if rng.random() < 0.1:
+            return None
+        pool = pieces if rng.random() < 0.5 else ["Shoes", "Bags", "x y"]
+        return [None if rng.random() < 0.05 else
+                (f"s{i}", None if rng.random() < 0.1 else
+                 [None if rng.random() < 0.05 else (rng.choice(pieces), rng.choice(pool))
+                  for _ in range(rng.randint(0, 3))])
+                for i in range(rng.randint(0, 3))]
+
+    rows = [(f"e{n}", "2025-01-01T10:00:00Z", ids(), items()) for n in range(400)]
+    schema = MINIMAL + (", productListItems array<struct<SKU:string, productCategories:"
+                        "array<struct<categoryID:string, categoryName:string>>>>")
+    got = check(spark, rows, schema)
+    wrong = [(r[0], r[3], got[r[0]].categories) for r in rows if got[r[0]].categories != _expected_categories(r[3])]
+    assert not wrong, wrong[:3]
+    clean = sum(1 for r in rows if r[3] and all(i and i[1] and all(c and c[1] and c[1] == c[1].strip(" ")
+                                                                   for c in i[1]) for i in r[3]))
+    assert clean > 40  # the common case is exercised too (53 of the 400 with this seed)
 
 
 def test_schema_drift_names_column_expected_and_found(spark):

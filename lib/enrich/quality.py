@@ -129,11 +129,25 @@ def _categories(df: DataFrame) -> Column:
     def name(c: Column) -> Column:
         return F.coalesce(*[F.nullif(F.trim(c[n].cast("string")), F.lit("")) for n in names])
 
-    # Every item's categories in one array, natively (items without categories dropped first: one
-    # null would null the flatten); one lambda per category names it; blank names are null.
-    categories = F.flatten(F.array_compact(F.col("productListItems.productCategories")))
-    return F.coalesce(F.array_distinct(F.array_compact(F.transform(categories, name))),
-                      F.array().cast("array<string>"))
+    # Every item's categories in one array, natively when every item has them (one null would null
+    # the flatten; then the items without them are dropped first).
+    items = F.col("productListItems.productCategories")
+    categories = F.coalesce(F.flatten(items), F.flatten(F.array_compact(items)))
+    empty = F.array().cast("array<string>")
+    # The general case names each category in a lambda (interpreted, per category): blank names
+    # are null, a blank name falls back to the id.
+    named = F.coalesce(F.array_distinct(F.array_compact(F.transform(categories, name))), empty)
+    if not isinstance(cats.elementType[names[0]].dataType, StringType):
+        return named
+    # The common case, natively: no first-choice name is null, empty or padded with spaces (checked
+    # on the names joined, each between two separators), so the names are the answer as they are.
+    first = categories[names[0]]
+    sep, null = "\u0001", "\u0002"
+    joined = F.concat(F.lit(sep), F.array_join(first, sep, null), F.lit(sep))
+    clean = ~(joined.contains(null) | joined.contains(sep + sep) | joined.contains(sep + " ")
+              | joined.contains(" " + sep))
+    return (F.when(categories.isNull() | (F.size(categories) == 0), empty)
+            .when(clean, F.array_distinct(first)).otherwise(named))
 
 
 def usable_identity(ns: Column, identity: Column) -> Column:
