@@ -120,7 +120,7 @@ class QualityConfig(_Section):
     """The run's clock (UTC): events after it are `future_timestamp`. Default: the current time.
     Set it to make a re-run of old data reproducible."""
     broadcast_max_duplicate_ids: int = Field(1_000_000, ge=0)
-    """Duplicated `_id`s up to which the choice of the copy to keep is broadcast to the rows (no
+    """Duplicated `_id`s (and copies not kept) up to which they are broadcast to the rows (no
     shuffle of the events); above it, a shuffle join."""
 
 

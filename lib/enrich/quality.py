@@ -263,14 +263,15 @@ def _preference() -> Column:
     return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.xxhash64(*PARSED))
 
 
-def duplicate_keepers(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
-    """(event_id, _keeper): for each `_id` on more than one row, the `_copy` that is kept.
+def duplicate_copies(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
+    """(_copy): the rows that are copies of a duplicated `_id` and not the one kept.
 
     `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
     every reader sees the same ids). Candidates are found by counting 64-bit hashes of `_id` (a
     hash aggregation of longs: no rows and no strings shuffled); only the candidates' rows are
-    grouped by `_id` (hash collisions fall out there: a group of one is not a duplicate). Runs
-    the hash count (`tables.small_side`); the keepers themselves stay lazy.
+    grouped by `_id` (hash collisions fall out there: a group of one drops nothing). The answer is
+    a set of longs, so marking the rows (`mark_duplicates`) is a join on a 64-bit key, not on the
+    `_id` string. Runs the hash count (`tables.small_side`); the copies themselves stay lazy.
     """
     named = rows.where(F.col("event_id").isNotNull()).withColumn("_h", F.xxhash64("event_id"))
     repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
@@ -279,11 +280,10 @@ def duplicate_keepers(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> Da
     with tables.spark_conf(rows.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
         repeated = tables.small_side(repeated, broadcast_max_ids)
     candidates = named.join(repeated, "_h", "left_semi")
-    return (
-        candidates.groupBy("event_id").agg(F.count(F.lit(1)).alias("_n"),
-                                           F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"))
-        .where(F.col("_n") > 1).select("event_id", "_keeper")
-    )
+    groups = candidates.groupBy("event_id").agg(
+        F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"),
+        F.collect_list("_copy").alias("_copies"))
+    return groups.select(F.explode(F.array_remove("_copies", F.col("_keeper"))).alias("_copy"))
 
 
 def _raw() -> Column:
@@ -293,15 +293,15 @@ def _raw() -> Column:
     return F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), parsed))
 
 
-def mark_duplicates(keepers: DataFrame) -> Callable[[DataFrame], DataFrame]:
-    """Give every row its `reason` (its row check's, or `duplicate_id` for a copy not kept) and
-    `raw` (see `_raw`); `_copy`, `_keeper` and `row_reason` go."""
+def mark_duplicates(dropped: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Give every row its `reason` (its row check's, or `duplicate_id` for a copy in `dropped`, from
+    `duplicate_copies`) and `raw` (see `_raw`); `_copy` and `row_reason` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
-        dropped = F.col("_keeper").isNotNull() & (F.col("_copy") != F.col("_keeper"))
-        reason = F.coalesce(F.col("row_reason"), F.when(dropped, F.lit("duplicate_id")))
-        marked = rows.join(keepers, "event_id", "left").withColumn("reason", reason)
-        return marked.withColumn("raw", _raw()).drop("_copy", "_keeper", "row_reason")
+        flagged = dropped.select("_copy", F.lit(True).alias("_dropped"))
+        reason = F.coalesce(F.col("row_reason"), F.when(F.col("_dropped"), F.lit("duplicate_id")))
+        marked = rows.join(flagged, "_copy", "left").withColumn("reason", reason)
+        return marked.withColumn("raw", _raw()).drop("_copy", "_dropped", "row_reason")
 
     return transform
 
@@ -312,7 +312,7 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
 
     The plain composition, for small inputs, tests and labels: it numbers every `_id`'s copies in
     a window (a shuffle of all rows). The features job materializes the parsed rows once and
-    shuffles only ids (`duplicate_keepers`, `mark_duplicates`); both keep the same copy.
+    shuffles only ids (`duplicate_copies`, `mark_duplicates`); both keep the same copy.
     """
 
     def transform(raw: DataFrame) -> DataFrame:

@@ -134,10 +134,11 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     # memory the feature sort needs.
     rows = (raw.transform(quality.parse_events(clock))
             .withColumn("_copy", F.monotonically_increasing_id()).persist(StorageLevel.DISK_ONLY))
-    # Duplicated _ids are found by counting hashes of ids; the few keepers go to the rows by broadcast.
+    # Duplicated _ids are found by counting hashes of ids (this fills the cache); the few copies
+    # not kept go to the rows by broadcast, as row ids.
     max_ids = cfg.quality.broadcast_max_duplicate_ids
-    keepers = tables.small_side(quality.duplicate_keepers(rows, max_ids), max_ids)
-    checked = rows.transform(quality.mark_duplicates(keepers))
+    dropped = tables.small_side(quality.duplicate_copies(rows, max_ids), max_ids)
+    checked = rows.transform(quality.mark_duplicates(dropped))
     observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
     tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
     counts = tables.counts(validation)
