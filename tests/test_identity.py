@@ -218,3 +218,26 @@ def test_a_deep_chain_stops_at_the_bound_and_resolves(spark, caplog):
         got = resolve(spark, ev(spark, chain), snap(spark, [{"CRMID": ["k"]}]), dt.date(2025, 2, 1))
     assert "identity.max_iterations=20" in caplog.text
     assert len(got) == 200 and got["m"] == ("a", "anonymous") and got["c000"] == ("n000", "anonymous")
+
+
+def test_events_join_their_resolution_on_the_key_hash_only_when_it_is_unique(spark):
+    key_a, key_b = [("ECID", [("a",)])], [("ECID", [("b",)])]
+    key_type = "identity_key array<struct<key:string, value:array<struct<id:string>>>>"
+    events = spark.createDataFrame([(key_a,), (key_b,), (key_b,)], key_type).withColumn(
+        "key_hash", F.xxhash64("identity_key"))
+    resolved = spark.createDataFrame([(key_a, "P1"), (key_b, "P2")], key_type + ", profile_id string")
+
+    by_hash, key = identity.key_join(resolved, events, 10)
+    assert key == "key_hash" and "identity_key" not in by_hash.columns
+    got = sorted(r.profile_id for r in events.join(by_hash, key).collect())
+    assert got == ["P1", "P2", "P2"]
+
+    # Two keys sharing a hash: the join falls back to the keys themselves, so no event gets both.
+    colliding = resolved.withColumn("key_hash", F.lit(7).cast("long"))
+    by_key, key = identity.key_join(colliding, events.withColumn("key_hash", F.lit(7).cast("long")), 10)
+    assert key == "identity_key" and "key_hash" not in by_key.columns
+    got = sorted(r.profile_id for r in events.join(by_key, key).collect())
+    assert got == ["P1", "P2", "P2"]
+
+    # Events without hashes join on the keys too.
+    assert identity.key_join(resolved, events.drop("key_hash"), 10)[1] == "identity_key"

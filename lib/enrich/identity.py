@@ -315,11 +315,30 @@ def resolve_keys(  # noqa: PLR0917 - the inputs of one resolution, named at ever
 ) -> tuple[DataFrame, int]:
     """`resolve` for events keyed by `identity_key` (the jobs' form), with `keys` from `key_links`:
     each key first seen before `as_of` takes its node set's resolution, and the events meet it in
-    one equi-join on the key, broadcast when there are at most `broadcast_max_sets` keys. Returns
-    the resolved events (see `resolve`) and the graph rounds used."""
+    one equi-join on the key (`key_join`), broadcast when there are at most `broadcast_max_sets`
+    keys. Returns the resolved events (see `resolve`) and the graph rounds used."""
     key_profile, rounds = resolve_sets(keys, profiles, as_of, priority, max_iterations, key="identity_key")
-    key_profile = tables.small_side(key_profile, broadcast_max_sets)
-    return attach_profiles(events, key_profile, "identity_key", as_of), rounds
+    key_profile, key = key_join(key_profile, events, broadcast_max_sets)
+    return attach_profiles(events, key_profile, key, as_of), rounds
+
+
+def key_join(key_profile: DataFrame, events: DataFrame, broadcast_max_sets: int) -> tuple[DataFrame, str]:
+    """The resolution of each key, materialized, and the column the events join it on.
+
+    Events that carry `key_hash` (`quality.parse_events`) join on it: a 64-bit key, where the
+    `identity_key` itself is a nested array that every event would hash and compare (10M events:
+    2.3s against 4.0s per pass). Distinct keys with equal hashes would give an event two
+    resolutions, so the hash serves only when it is unique among the keys (counted here, with the
+    keys); otherwise the join is on the `identity_key` itself. The keys' hashes are computed unless
+    `key_profile` has them.
+    """
+    if "key_hash" not in key_profile.columns:
+        key_profile = key_profile.withColumn("key_hash", F.xxhash64("identity_key"))
+    key_profile = key_profile.localCheckpoint()
+    keys, hashes = key_profile.agg(F.count(F.lit(1)), F.count_distinct("key_hash")).first()
+    key = "key_hash" if "key_hash" in events.columns and hashes == keys else "identity_key"
+    key_profile = key_profile.drop("identity_key" if key == "key_hash" else "key_hash")
+    return (F.broadcast(key_profile) if keys <= broadcast_max_sets else key_profile), key
 
 
 def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every call

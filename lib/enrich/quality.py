@@ -198,8 +198,9 @@ def _has_identity(identity_map: Column) -> Column:
 def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     """Flatten raw XDM events and run every row check but `duplicate_id` (narrow: no shuffle).
 
-    Output: event_id, ts, event_type, identity_key, is_page_view, is_product_view, is_cart_add,
-    is_checkout, is_purchase, revenue, order_id, categories, row_reason (null when the row passes)
+    Output: event_id, ts, event_type, identity_key, key_hash (its 64-bit hash: what the events join
+    their resolution on), is_page_view, is_product_view, is_cart_add, is_checkout, is_purchase,
+    revenue, order_id, categories, row_reason (null when the row passes)
     and raw (the original row as JSON, built only where it is read: for the rows that go to
     quarantine). Everything but `categories` and `raw` is a native expression, so a pass that
     selects a few columns reads and computes only those.
@@ -239,6 +240,7 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             ts.alias("ts"),
             event_type.alias("event_type"),
             identity_key(F.col("identityMap")).alias("identity_key"),
+            F.xxhash64(identity_key(F.col("identityMap"))).alias("key_hash"),
             *[column.alias(name) for name, column in is_flag.items()],
             F.when(is_flag["is_purchase"], price).alias("revenue"),
             _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
