@@ -234,14 +234,18 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     set_nodes = (sets.select("set_id", F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
                  else key_node_rows(sets, "set_id"))
     profile_nodes = profiles.select("profile_id", F.explode("nodes").alias("node"))
-    # Materialized before sorting (the sort samples its input, then reads it), then range-partitioned
-    # by rank, so the ids Spark hands out per partition follow the order.
-    distinct_nodes = (set_nodes.select("node").union(profile_nodes.select("node")).distinct()
-                      .select("node", _rank_order(F.col("node"), priority).alias("_rank")).localCheckpoint())
-    numbered = (distinct_nodes.orderBy("_rank").select("node", F.monotonically_increasing_id().alias("node_id"))
-                .localCheckpoint())
-    set_members = set_nodes.join(numbered, "node").select("set_id", "node_id").localCheckpoint()
-    profile_members = profile_nodes.join(numbered, "node").select("profile_id", "node_id").localCheckpoint()
+    # Every membership (a set's or a profile's) numbered by its node's rank in one sort: range
+    # partitioned by rank, so the ids Spark hands out per partition follow the order, and a node's
+    # rows are adjacent (one partition, one window group, no further exchange), so its number is
+    # the smallest id among them.
+    memberships = set_nodes.select("set_id", F.lit(None).cast("string").alias("profile_id"), "node").unionByName(
+        profile_nodes.select(F.lit(None).cast("long").alias("set_id"), "profile_id", "node"))
+    ordered = (memberships.select("*", _rank_order(F.col("node"), priority).alias("_rank")).orderBy("_rank")
+               .withColumn("_row", F.monotonically_increasing_id()))
+    members = ordered.select("set_id", "profile_id", "node",
+                             F.min("_row").over(Window.partitionBy("_rank")).alias("node_id")).localCheckpoint()
+    set_members = members.where(F.col("set_id").isNotNull()).select("set_id", "node_id")
+    profile_members = members.where(F.col("profile_id").isNotNull()).select("profile_id", "node_id")
 
     # Rule 1: the set's best identity that a snapshot profile lists (shared: smallest profile_id).
     listed = profile_members.groupBy("node_id").agg(F.min("profile_id").alias("direct_profile"))
@@ -269,8 +273,10 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     # Rule 2: a component whose smallest vertex is a profile's belongs to that profile.
     by_component = primaries.select((F.col("primary_node") - _PROFILE_VERTEX).alias("component"),
                                     F.col("profile_id").alias("component_profile"))
-    # Rule 3: anonymous, named by the component's best identity: its label.
-    anchors = numbered.select(F.col("node_id").alias("component"), F.col("node").alias("anchor"))
+    # Rule 3: anonymous, named by the component's best identity: its label, which is one of its
+    # sets' identities (one node per number: distinct rows, a compiled hash aggregation).
+    anchors = (members.where(F.col("set_id").isNotNull()).select(F.col("node_id").alias("component"),
+                                                                 F.col("node").alias("anchor")).distinct())
     set_profile = (
         per_set.join(direct, "direct_node", "left")
         .join(by_component, "component", "left")
