@@ -266,7 +266,7 @@ def _preference() -> Column:
 
 
 def duplicate_copies(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
-    """(_copy): the rows that are copies of a duplicated `_id` and not the one kept.
+    """(_copy, _dropped): the rows that are copies of a duplicated `_id` and not the one kept.
 
     `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
     every reader sees the same ids). Candidates are found by counting 64-bit hashes of `_id` (a
@@ -285,7 +285,8 @@ def duplicate_copies(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> Dat
     groups = candidates.groupBy("event_id").agg(
         F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"),
         F.collect_list("_copy").alias("_copies"))
-    return groups.select(F.explode(F.array_remove("_copies", F.col("_keeper"))).alias("_copy"))
+    return groups.select(F.explode(F.array_remove("_copies", F.col("_keeper"))).alias("_copy"),
+                         F.lit(True).alias("_dropped"))
 
 
 def _raw() -> Column:
@@ -300,9 +301,8 @@ def mark_duplicates(dropped: DataFrame) -> Callable[[DataFrame], DataFrame]:
     `duplicate_copies`) and `raw` (see `_raw`); `_copy` and `row_reason` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
-        flagged = dropped.select("_copy", F.lit(True).alias("_dropped"))
         reason = F.coalesce(F.col("row_reason"), F.when(F.col("_dropped"), F.lit("duplicate_id")))
-        marked = rows.join(flagged, "_copy", "left").withColumn("reason", reason)
+        marked = rows.join(dropped, "_copy", "left").withColumn("reason", reason)
         return marked.withColumn("raw", _raw()).drop("_copy", "_dropped", "row_reason")
 
     return transform
