@@ -215,6 +215,7 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
         price = _optional(raw, "commerce.order.priceTotal", "double")
         ts = F.col("timestamp").try_cast("timestamp")  # ISO-8601 with 'T', fractions, a zone; else null
         ts_text = F.col("timestamp").cast("string")
+        key = identity_key(F.col("identityMap"))
         flags = {
             "is_page_view": (xdm.EVENT_PAGE_VIEW, "web.webPageDetails.pageViews.value"),
             "is_product_view": (xdm.EVENT_PRODUCT_VIEW, "commerce.productViews.value"),
@@ -239,8 +240,8 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             F.col("_id").alias("event_id"),
             ts.alias("ts"),
             event_type.alias("event_type"),
-            identity_key(F.col("identityMap")).alias("identity_key"),
-            F.xxhash64(identity_key(F.col("identityMap"))).alias("key_hash"),
+            key.alias("identity_key"),
+            F.xxhash64(key).alias("key_hash"),
             *[column.alias(name) for name, column in is_flag.items()],
             F.when(is_flag["is_purchase"], price).alias("revenue"),
             _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
