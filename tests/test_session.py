@@ -65,6 +65,26 @@ def test_local_jvm_runs_the_parallel_collector(spark):
     assert names == {"PS Scavenge", "PS MarkSweep"}
 
 
+def test_generated_code_too_big_for_the_jit_is_not_used(spark, tmp_path):
+    """Expressions over nested columns like the parse of events easily make one whole-stage method
+    over HotSpot's 8000-byte compile limit; local mode sets Spark's limit there, so such a stage is
+    run from small generated methods instead of interpreted (`local_conf`)."""
+    assert spark.conf.get("spark.sql.codegen.hugeMethodLimit") == "8000"
+    schema = ("m map<string,array<struct<id:string,s:string>>>, "
+              "items array<struct<k:string,cats:array<struct<id:string,name:string>>>>")
+    spark.createDataFrame([({"a": [("x", "y")]}, [("c", [("i", "n1")])])], schema).write.parquet(str(tmp_path / "t"))
+    names = F.flatten(F.col("items.cats"))["name"]
+    wide = spark.read.parquet(str(tmp_path / "t")).select(*[
+        c for i in range(20) for c in (
+            F.when(F.array_join(names, ",", "-").contains(str(i)), F.array_distinct(names)).alias(f"a{i}"),
+            F.xxhash64(F.sort_array(F.map_entries("m")), F.lit(i)).alias(f"h{i}"))])
+    debug = getattr(getattr(spark._jvm.org.apache.spark.sql.execution.debug, "package$"), "MODULE$")
+    stages = debug.codegenStringSeq(wide._jdf.queryExecution().executedPlan())
+    assert max(stages.apply(i)._3().maxMethodCodeSize() for i in range(stages.size())) > 8000
+    [row] = wide.collect()
+    assert row.a1 == ["n1"] and row.a2 is None and len({row[f"h{i}"] for i in range(20)}) == 20
+
+
 def test_python_workers_run_the_drivers_interpreter(spark):
     """Not the first `python3` on the PATH, which may lack this environment's packages."""
     seen = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
