@@ -84,7 +84,7 @@ def local_conf(cfg: SparkConfig, jars: list[str]) -> dict[str, str]:
         # whose method is bigger runs interpreted, several times slower (fully compiled, the features
         # job's parse of events is one 11 KB method: 10M events in 57-83s, against 20s when its
         # projection is generated as many small methods). At this limit Spark generates the small
-        # ones instead (the parse: 26-31s), as the Spark tuning guide advises for HotSpot.
+        # ones instead (the parse: 26-31s), as Spark's documentation of the setting advises on HotSpot.
         "spark.sql.codegen.hugeMethodLimit": "8000",
         **cfg.conf,
     }
