@@ -126,9 +126,9 @@ def test_the_pipeline_on_a_standalone_cluster_equals_local_mode(spark, trained, 
         "SPARK_MASTER": cluster.master_url, "ENRICH_LAKE": str(lake), "MLFLOW_TRACKING_URI": url,
         "SPARK_LOCAL_IP": "127.0.0.1",
         # As the local run: two cores, two shuffle partitions; small executors for a small machine.
-        # The driver and both executors JIT-compile with C1 only: three short-lived JVMs on small data
-        # share two cores, and C2's compiling costs them more than its faster code gains (this test
-        # 271s alone, against 246-388s in full runs of the suite with C2).
+        # The driver and both executors JIT-compile with C1 only, to spare three short-lived JVMs on
+        # small data sharing two cores C2's compiling. Not shown to help yet: 271s (alone) and 257s
+        # (full suite) with it, 246-388s in full runs without; remove it if later runs show no gain.
         "SPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=2 --conf spark.executor.memory=1g "
                              "--conf spark.log.level=WARN "
                              "--conf spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 "
