@@ -6,13 +6,14 @@ import datetime as dt
 import math
 
 import pytest
-from enrich import datagen, xdm
+from enrich import datagen, identity, quality, xdm
 from enrich.config import GenerateConfig
 from frames import as_json_rows, assert_same_rows
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.testing import assertSchemaEqual
 
+PRIORITY = ["CRMID", "Email", "ECID"]
 CFG = GenerateConfig(profiles=400, start_date=dt.date(2025, 1, 1), end_date=dt.date(2025, 7, 1), seed=11,
                      dirty_fraction=0.05, sessions_per_month=3.0)
 
@@ -211,3 +212,33 @@ def test_true_outcomes_by_hand(spark):
     # A window that runs past the end of the data is cut there.
     cut = truth_df.transform(datagen.true_outcomes(dt.date(2025, 12, 27), 30, dt.date(2026, 1, 1)))
     assert cut.where("profile_key = 'whole'").first().active_days_in_window == pytest.approx(5.0)
+
+
+def test_unlisted_second_devices_reach_their_person_only_through_a_login(spark):
+    """With `unlisted_device_fraction` 1, the snapshot lists no second device; the events of one
+    resolve as `linked` to their person's profile once a login on that device links it, and never
+    to anyone else's."""
+    cfg = CFG.model_copy(update={"unlisted_device_fraction": 1.0, "dirty_fraction": 0.0})
+    persons = datagen.people(spark, cfg)
+    events = datagen.events(persons, cfg).drop("dirty_kind")
+    snapshot = datagen.snapshot(persons, cfg.seed)
+    second = datagen.truth(persons, cfg).where("size(ecids) = 2").select("crm_id", F.col("ecids")[1].alias("ecid"))
+    listed = snapshot.select(F.explode("identityMap.ECID.id").alias("ecid"))
+    assert second.count() > 0 and listed.join(second, "ecid").count() == 0
+
+    as_of = dt.date(2025, 6, 1)
+    valid = events.transform(quality.validate_events(dt.datetime(2025, 7, 1))).where("reason IS NULL")
+    profiles = identity.snapshot_profiles(snapshot, PRIORITY)
+    resolved, _, _ = identity.resolve(valid, identity.event_links(valid), profiles, as_of, PRIORITY)
+    on_second = resolved.select("event_id", "profile_id", "resolution").join(
+        event_identities(events).where("ns = 'ECID'").select(F.col("_id").alias("event_id"), F.col("id").alias("ecid")),
+        "event_id").join(second, "ecid")
+    owner = identity.profile_id(F.lit("CRMID"), F.col("crm_id"))
+    by = {r.resolution: r for r in on_second.groupBy("resolution").agg(
+        F.count(F.lit(1)).alias("events"), F.count_if(F.col("profile_id") == owner).alias("own")).collect()}
+    # Logged-in events carry the CRMID or Email: direct; the device's other events are linked.
+    assert by["linked"].events > 0 and by["linked"].own == by["linked"].events
+    assert by["direct"].own == by["direct"].events
+    # A device never logged in on before D stays anonymous, named by its own ECID.
+    anonymous = on_second.where("resolution = 'anonymous'")
+    assert anonymous.where(F.col("profile_id") != identity.profile_id(F.lit("ECID"), F.col("ecid"))).count() == 0

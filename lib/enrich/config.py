@@ -95,6 +95,10 @@ class GenerateConfig(_Section):
     """Share of people who never log in; they are absent from the profile snapshot."""
     second_device_fraction: float = Field(0.3, ge=0.0, le=1.0)
     """Share of known customers who use a second device (a mobile app with its own ECID)."""
+    unlisted_device_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of second devices the profile snapshot does not list (not stitched yet): their events
+    reach the person's profile only through a logged-in event on that device, which links its ECID
+    to the person's CRMID or Email (identity resolution's `linked` case)."""
     sessions_per_month: float = Field(2.0, gt=0.0, le=1000.0)
     """Median number of visits per month of an active person (individual rates vary around it)."""
     dirty_fraction: float = Field(0.01, ge=0.0, le=0.5)

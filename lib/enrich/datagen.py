@@ -165,6 +165,7 @@ def people(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
         F.format_string("P%09d", pid).alias("profile_key"),
         known,
         (known & (u("device2") < cfg.second_device_fraction)).alias("two_devices"),
+        (u("unlisted") >= cfg.unlisted_device_fraction).alias("_device2_listed"),
         _digits(s, "ecid1a", pid).alias("_e1a"), _digits(s, "ecid1b", pid).alias("_e1b"),
         _digits(s, "ecid2a", pid).alias("_e2a"), _digits(s, "ecid2b", pid).alias("_e2b"),
         F.when(known, F.format_string("CRM%09d", pid)).alias("crm_id"),
@@ -192,6 +193,7 @@ def people(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
     return (
         df.withColumn("ecid1", F.concat("_e1a", "_e1b"))
         .withColumn("ecid2", F.when(F.col("two_devices"), F.concat("_e2a", "_e2b")))
+        .withColumn("ecid2_listed", F.col("two_devices") & F.col("_device2_listed"))
         .withColumn("email_hash", F.sha2(F.lower("email"), 256))
         .withColumn("fav2", F.pmod(F.col("fav1") + 1 + F.col("_cat2"), F.lit(len(CATEGORIES))))
         .withColumn("mobile_share", F.when(F.col("two_devices"), F.col("_mobile")).otherwise(0.0))
@@ -208,7 +210,8 @@ def people(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
             F.col("session_rate") * F.greatest(F.lit(0.0), F.col("alive_end_s") - F.col("start_s")) / DAY,
         )
         .withColumn("n_sessions", poisson(F.col("expected_sessions"), F.col("_sessions"), F.col("_sessions_z")))
-        .drop("_e1a", "_e1b", "_e2a", "_e2b", "_cat2", "_mobile", "_lifetime", "_sessions", "_sessions_z", "_tenure")
+        .drop("_e1a", "_e1b", "_e2a", "_e2b", "_device2_listed", "_cat2", "_mobile", "_lifetime", "_sessions",
+              "_sessions_z", "_tenure")
     )
 
 
@@ -429,7 +432,8 @@ def events(persons: DataFrame, cfg: GenerateConfig) -> DataFrame:
 
 
 def snapshot(persons: DataFrame, seed: int) -> DataFrame:
-    """XDM profile snapshot: one row per known person with all their identities."""
+    """XDM profile snapshot: one row per known person with their identities (a second device only
+    when it is listed: `generate.unlisted_device_fraction`)."""
     pid = F.col("person_id")
 
     entries = F.array(
@@ -440,7 +444,7 @@ def snapshot(persons: DataFrame, seed: int) -> DataFrame:
             F.array(_identity(F.col("email_hash"), "authenticated", False)).alias("value"))),
         F.struct(F.lit(xdm.NS_ECID).alias("key"), F.filter(F.array(
             _identity(F.col("ecid1"), "ambiguous", False),
-            F.when(F.col("ecid2").isNotNull(), _identity(F.col("ecid2"), "ambiguous", False)),
+            F.when(F.col("ecid2_listed"), _identity(F.col("ecid2"), "ambiguous", False)),
         ), lambda e: e.isNotNull()).alias("value")),
     )
     created = F.col("created_s")
