@@ -7,13 +7,12 @@ import math
 
 import pytest
 from enrich import datagen, identity, quality, xdm
-from enrich.config import GenerateConfig
+from enrich.config import GenerateConfig, IdentityConfig
 from frames import as_json_rows, assert_same_rows
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.testing import assertSchemaEqual
 
-PRIORITY = ["CRMID", "Email", "ECID"]
 CFG = GenerateConfig(profiles=400, start_date=dt.date(2025, 1, 1), end_date=dt.date(2025, 7, 1), seed=11,
                      dirty_fraction=0.05, sessions_per_month=3.0)
 
@@ -228,8 +227,9 @@ def test_unlisted_second_devices_reach_their_person_only_through_a_login(spark):
 
     as_of = dt.date(2025, 6, 1)
     valid = events.transform(quality.validate_events(dt.datetime(2025, 7, 1))).where("reason IS NULL")
-    profiles = identity.snapshot_profiles(snapshot, PRIORITY)
-    resolved, _, _ = identity.resolve(valid, identity.event_links(valid), profiles, as_of, PRIORITY)
+    priority = IdentityConfig().namespace_priority
+    profiles = identity.snapshot_profiles(snapshot, priority)
+    resolved, _, _ = identity.resolve(valid, identity.event_links(valid), profiles, as_of, priority)
     on_second = resolved.select("event_id", "profile_id", "resolution").join(
         event_identities(events).where("ns = 'ECID'").select(F.col("_id").alias("event_id"), F.col("id").alias("ecid")),
         "event_id").join(second, "ecid")

@@ -165,7 +165,6 @@ def people(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
         F.format_string("P%09d", pid).alias("profile_key"),
         known,
         (known & (u("device2") < cfg.second_device_fraction)).alias("two_devices"),
-        (u("unlisted") >= cfg.unlisted_device_fraction).alias("_device2_listed"),
         _digits(s, "ecid1a", pid).alias("_e1a"), _digits(s, "ecid1b", pid).alias("_e1b"),
         _digits(s, "ecid2a", pid).alias("_e2a"), _digits(s, "ecid2b", pid).alias("_e2b"),
         F.when(known, F.format_string("CRM%09d", pid)).alias("crm_id"),
@@ -193,7 +192,7 @@ def people(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
     return (
         df.withColumn("ecid1", F.concat("_e1a", "_e1b"))
         .withColumn("ecid2", F.when(F.col("two_devices"), F.concat("_e2a", "_e2b")))
-        .withColumn("ecid2_listed", F.col("two_devices") & F.col("_device2_listed"))
+        .withColumn("ecid2_listed", F.col("two_devices") & (u("unlisted") >= cfg.unlisted_device_fraction))
         .withColumn("email_hash", F.sha2(F.lower("email"), 256))
         .withColumn("fav2", F.pmod(F.col("fav1") + 1 + F.col("_cat2"), F.lit(len(CATEGORIES))))
         .withColumn("mobile_share", F.when(F.col("two_devices"), F.col("_mobile")).otherwise(0.0))
@@ -210,8 +209,7 @@ def people(spark: SparkSession, cfg: GenerateConfig) -> DataFrame:
             F.col("session_rate") * F.greatest(F.lit(0.0), F.col("alive_end_s") - F.col("start_s")) / DAY,
         )
         .withColumn("n_sessions", poisson(F.col("expected_sessions"), F.col("_sessions"), F.col("_sessions_z")))
-        .drop("_e1a", "_e1b", "_e2a", "_e2b", "_device2_listed", "_cat2", "_mobile", "_lifetime", "_sessions",
-              "_sessions_z", "_tenure")
+        .drop("_e1a", "_e1b", "_e2a", "_e2b", "_cat2", "_mobile", "_lifetime", "_sessions", "_sessions_z", "_tenure")
     )
 
 
