@@ -76,7 +76,7 @@ def main() -> int:
             "events_per_second": round(summary.rows_read / seconds),
             "microseconds_per_event": round(seconds / summary.rows_read * 1e6, 2),
             "seconds_per_stage": summary.seconds, "feature_rows": summary.dates[0].profiles,
-            "events_resolved": {r: getattr(summary.dates[0], r) for r in ("direct", "linked", "anonymous")},
+            "events_resolved": {r: getattr(summary.dates[0], r) for r in identity.RESOLUTIONS},
             "graph_rounds": summary.dates[0].graph_rounds,
             "driver_heap_peak_mb": round(driver_heap_peak_mb(spark)), "python_peak_rss_mb": round(python_peak_rss_mb()),
             **shuffles(spark, cfg),
