@@ -1,6 +1,6 @@
 """Point in time, as a property: nothing at or after D changes any feature as of D.
 
-Hypothesis draws an event log before D and two different logs at or after D (so between the two
+Hypothesis draws event logs before D, each with two different logs at or after D (so between the
 runs events after D are added, deleted and changed), including new identity links, logins that
 would merge profiles, re-used `_id`s and purchases exactly at D 00:00. The whole chain runs:
 validation and de-duplication, identity graph, resolution, features.
@@ -103,12 +103,16 @@ def same(a: dict[str, dict], b: dict[str, dict]) -> bool:
     return True
 
 
-@settings(max_examples=7, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
-@given(log=logs())
-def test_events_at_or_after_d_change_no_feature_as_of_d(spark, log):
-    before, future_a, future_b = log
-    got = features(spark, {"base": before, "a": before + future_a, "b": before + future_b})
-    assert got["base"]  # every snapshot profile has a row
-    assert same(got["a"], got["base"])
-    assert same(got["b"], got["base"])
+@given(batch=st.lists(logs(), min_size=3, max_size=5))
+def test_events_at_or_after_d_change_no_feature_as_of_d(spark, batch):
+    """Several drawn logs per run (their tags keep them apart): each one's past alone, and with each of
+    its two futures, gives the same features as of D."""
+    runs = {f"{i}.{name}": rows for i, (before, future_a, future_b) in enumerate(batch)
+            for name, rows in (("base", before), ("a", before + future_a), ("b", before + future_b))}
+    got = features(spark, runs)
+    for i in range(len(batch)):
+        assert got[f"{i}.base"]  # every snapshot profile has a row
+        assert same(got[f"{i}.a"], got[f"{i}.base"])
+        assert same(got[f"{i}.b"], got[f"{i}.base"])
