@@ -125,12 +125,14 @@ def test_the_pipeline_on_a_standalone_cluster_equals_local_mode(spark, trained, 
     env = {
         "SPARK_MASTER": cluster.master_url, "ENRICH_LAKE": str(lake), "MLFLOW_TRACKING_URI": url,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # As the local run: two cores, two shuffle partitions; small executors for a small machine.
-        # The driver and both executors JIT-compile with C1 only, to spare three short-lived JVMs on
-        # small data sharing two cores C2's compiling. Not shown to help yet: 271s (alone) and 257s
-        # (full suite) with it, 246-388s in full runs without; remove it if later runs show no gain.
+        # As the local run: two cores, two shuffle partitions, Delta's table state rebuilt with two
+        # tasks (its default, 50, took 33s of this run's 236s of jobs in 1,500 tasks); small
+        # executors for a small machine. The driver and both executors JIT-compile with C1 only, to
+        # spare three short-lived JVMs on small data sharing two cores C2's compiling: the pipeline
+        # alone took 202s with it and 231s without (257-299s in full suites with it, 246-388s
+        # without, before the snapshot setting).
         "SPARK_SUBMIT_ARGS": "--conf spark.sql.shuffle.partitions=2 --conf spark.executor.memory=1g "
-                             "--conf spark.log.level=WARN "
+                             "--conf spark.databricks.delta.snapshotPartitions=2 --conf spark.log.level=WARN "
                              "--conf spark.driver.extraJavaOptions=-XX:TieredStopAtLevel=1 "
                              "--conf spark.executor.extraJavaOptions=-XX:TieredStopAtLevel=1",
     }
