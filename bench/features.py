@@ -53,6 +53,13 @@ def shuffles(spark: SparkSession, cfg: Config) -> dict[str, int]:
             "events_repartitions_after_resolution": len(re.findall(r"REPARTITION_BY_COL", plan))}
 
 
+def timed_run(spark: SparkSession, cfg: Config) -> tuple[build_features.FeaturesSummary, float]:
+    """The features job's summary and its wall-clock seconds."""
+    start = time.perf_counter()
+    summary = build_features.run(spark, cfg)
+    return summary, time.perf_counter() - start
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--profiles", type=int, nargs="+", default=[16_000, 160_000])
@@ -71,9 +78,8 @@ def main() -> int:
     # The first run in a new JVM pays for compiling Spark's code paths (tens of seconds): it is
     # recorded apart, so that the sizes compare the job's own costs, not the order they ran in.
     smallest = min(args.profiles)
-    start = time.perf_counter()
-    first = build_features.run(spark, configs[smallest])
-    cold = {"profiles": smallest, "events": first.rows_read, "seconds": round(time.perf_counter() - start, 1),
+    first, seconds = timed_run(spark, configs[smallest])
+    cold = {"profiles": smallest, "events": first.rows_read, "seconds": round(seconds, 1),
             "seconds_per_stage": first.seconds}
     print({"cold_start": cold}, flush=True)
     runs = []
@@ -82,9 +88,7 @@ def main() -> int:
         reset_driver_heap_peak(spark)
         group = f"bench-features-{profiles}"
         spark.sparkContext.setJobGroup(group, group)
-        start = time.perf_counter()
-        summary = build_features.run(spark, cfg)
-        seconds = time.perf_counter() - start
+        summary, seconds = timed_run(spark, cfg)
         spark.sparkContext.setJobGroup("", "")
         run = {
             "profiles": profiles, "events": summary.rows_read, "seconds": round(seconds, 1),

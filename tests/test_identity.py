@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
 import pytest
@@ -179,13 +180,13 @@ def test_resolution_does_not_depend_on_input_order(spark, orderings):
     """Copies of the graph, each in its own row order and partitioning and with identities tagged so
     that no two copies meet, resolve in one run exactly as the copy in the listed order does."""
     listed = (range(len(GRAPH_EVENTS)), range(len(GRAPH_SNAPSHOT)), 1)
-    events, profiles = None, []
+    copies, profiles = [], []
     for copy, (order, profile_order, partitions) in enumerate([listed, *orderings]):
         rows = [(f"{copy}|{event_id}", ts, [(ns, f"{copy}|{v}") for ns, v in ids])
                 for event_id, ts, ids in (GRAPH_EVENTS[i] for i in order)]
-        copied = ev(spark, rows).repartition(partitions)
-        events = copied if events is None else events.unionAll(copied)
+        copies.append(ev(spark, rows).repartition(partitions))
         profiles += [{ns: [f"{copy}|{v}" for v in ids] for ns, ids in GRAPH_SNAPSHOT[i].items()} for i in profile_order]
+    events = functools.reduce(DataFrame.unionAll, copies)
     snapshot = snap(spark, profiles)
     by_copy: dict[str, dict] = {}
     for event_id, (who, resolution) in resolve(spark, events, snapshot, dt.date(2025, 2, 1)).items():
