@@ -169,6 +169,21 @@ GRAPH_EVENTS = [
     ("e7", "2025-01-07 10:00:00", [("ECID", "Z")]),
     ("e8", "2025-01-08 10:00:00", [("Email", "m2"), ("CRMID", "C3")]),
 ]
+
+
+def test_identity_shuffles_are_sized_to_the_sets_not_the_session(spark, monkeypatch):
+    """About SETS_PER_PARTITION sets per partition, at least one per core, at most the session's count."""
+    cores = spark.sparkContext.defaultParallelism
+    monkeypatch.setattr(identity, "SETS_PER_PARTITION", 10)
+    with tables.spark_conf(spark, {"spark.sql.shuffle.partitions": str(cores + 5)}):
+        assert identity._partitions_for(spark.range(5)) == cores
+        assert identity._partitions_for(spark.range(10 * (cores + 2) - 3)) == cores + 2
+        assert identity._partitions_for(spark.range(10_000)) == cores + 5
+    # The resolution runs under that size and gives the session's setting back.
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    got = resolve(spark, ev(spark, GRAPH_EVENTS), snap(spark, [{"CRMID": ["C1"]}]), dt.date(2025, 2, 1))
+    assert got["e2"][1] == "direct" and got["e1"][1] == "linked"
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before
 GRAPH_SNAPSHOT = [{"CRMID": ["C1"], "ECID": ["S"]}, {"CRMID": ["C2"], "ECID": ["S"]}, {"CRMID": ["C3"]}]
 ORDERINGS = st.tuples(st.permutations(range(len(GRAPH_EVENTS))), st.permutations(range(len(GRAPH_SNAPSHOT))),
                       st.integers(1, 4))
