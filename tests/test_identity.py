@@ -159,18 +159,6 @@ def test_label_propagation_joins_a_long_chain_and_warns_at_its_bound(spark, capl
     assert partial.select("component").distinct().count() > 1
 
 
-GRAPH_EVENTS = [
-    ("e1", "2025-01-01 10:00:00", [("ECID", "A")]),
-    ("e2", "2025-01-02 10:00:00", [("ECID", "A"), ("CRMID", "C1")]),
-    ("e3", "2025-01-03 10:00:00", [("ECID", "B"), ("Email", "m2")]),
-    ("e4", "2025-01-04 10:00:00", [("ECID", "S"), ("CRMID", "C1")]),
-    ("e5", "2025-01-05 10:00:00", [("ECID", "S"), ("CRMID", "C2")]),
-    ("e6", "2025-01-06 10:00:00", [("ECID", "S")]),
-    ("e7", "2025-01-07 10:00:00", [("ECID", "Z")]),
-    ("e8", "2025-01-08 10:00:00", [("Email", "m2"), ("CRMID", "C3")]),
-]
-
-
 def test_identity_shuffles_are_sized_to_the_sets_not_the_session(spark, monkeypatch):
     """About SETS_PER_PARTITION sets per partition, at least one per core, at most the session's count."""
     cores = spark.sparkContext.defaultParallelism
@@ -184,6 +172,18 @@ def test_identity_shuffles_are_sized_to_the_sets_not_the_session(spark, monkeypa
     got = resolve(spark, ev(spark, GRAPH_EVENTS), snap(spark, [{"CRMID": ["C1"]}]), dt.date(2025, 2, 1))
     assert got["e2"][1] == "direct" and got["e1"][1] == "linked"
     assert spark.conf.get("spark.sql.shuffle.partitions") == before
+
+
+GRAPH_EVENTS = [
+    ("e1", "2025-01-01 10:00:00", [("ECID", "A")]),
+    ("e2", "2025-01-02 10:00:00", [("ECID", "A"), ("CRMID", "C1")]),
+    ("e3", "2025-01-03 10:00:00", [("ECID", "B"), ("Email", "m2")]),
+    ("e4", "2025-01-04 10:00:00", [("ECID", "S"), ("CRMID", "C1")]),
+    ("e5", "2025-01-05 10:00:00", [("ECID", "S"), ("CRMID", "C2")]),
+    ("e6", "2025-01-06 10:00:00", [("ECID", "S")]),
+    ("e7", "2025-01-07 10:00:00", [("ECID", "Z")]),
+    ("e8", "2025-01-08 10:00:00", [("Email", "m2"), ("CRMID", "C3")]),
+]
 GRAPH_SNAPSHOT = [{"CRMID": ["C1"], "ECID": ["S"]}, {"CRMID": ["C2"], "ECID": ["S"]}, {"CRMID": ["C3"]}]
 ORDERINGS = st.tuples(st.permutations(range(len(GRAPH_EVENTS))), st.permutations(range(len(GRAPH_SNAPSHOT))),
                       st.integers(1, 4))

@@ -387,7 +387,7 @@ def key_join(key_profile: DataFrame, events: DataFrame, broadcast_max_sets: int)
     keys, hashes = key_profile.agg(F.count(F.lit(1)), F.count_distinct("key_hash")).first()
     key = "key_hash" if "key_hash" in events.columns and hashes == keys else "identity_key"
     key_profile = key_profile.drop("identity_key" if key == "key_hash" else "key_hash")
-    return (F.broadcast(key_profile) if keys <= broadcast_max_sets else key_profile), key
+    return tables.broadcast_small(key_profile, keys, broadcast_max_sets), key
 
 
 def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every call
@@ -410,8 +410,7 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
     """
     set_profile, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
-    if set_profile.count() <= broadcast_max_sets:
-        set_profile = F.broadcast(set_profile)
+    set_profile = tables.broadcast_small(set_profile, set_profile.count(), broadcast_max_sets)
     resolved = attach_profiles(with_nodes(events), set_profile, "identity_nodes", as_of)
     return resolved, spine(profiles), rounds
 

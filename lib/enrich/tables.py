@@ -76,7 +76,13 @@ def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
     """Materialize a table far smaller than the events once (its size is then known and every
     reader shares it), marked for broadcast when it has at most `broadcast_max_rows` rows."""
     table = table.localCheckpoint()
-    return F.broadcast(table) if table.count() <= broadcast_max_rows else table
+    return broadcast_small(table, table.count(), broadcast_max_rows)
+
+
+def broadcast_small(table: DataFrame, rows: int, broadcast_max_rows: int) -> DataFrame:
+    """`table` (of `rows` rows, materialized) marked for broadcast when `rows` is at most
+    `broadcast_max_rows`."""
+    return F.broadcast(table) if rows <= broadcast_max_rows else table
 
 
 def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = None) -> DataFrame:
