@@ -246,10 +246,10 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     sets = (links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, carried]))
             .withColumn("set_id", F.monotonically_increasing_id()).localCheckpoint())
     partitions = _partitions_for(sets)
-    sized = {} if partitions is None else {"spark.sql.shuffle.partitions": str(partitions)}
+    sized = {}
+    if partitions is not None:
+        sets, sized = sets.coalesce(partitions), {"spark.sql.shuffle.partitions": str(partitions)}
     with tables.spark_conf(sets.sparkSession, sized):
-        if partitions is not None:
-            sets = sets.coalesce(partitions)
         set_profile, rounds = _rules(sets, profiles, priority, max_iterations, key, carried)
         if key == "identity_key":
             set_profile = set_profile.withColumn("key_hash", F.xxhash64("identity_key"))
@@ -266,7 +266,7 @@ def _partitions_for(sets: DataFrame) -> int | None:
     except ValueError:
         return None
     wanted = max(spark.sparkContext.defaultParallelism, -(-sets.count() // SETS_PER_PARTITION))
-    return max(1, min(session, wanted))
+    return min(session, wanted)
 
 
 def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
