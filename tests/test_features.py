@@ -120,6 +120,15 @@ def test_affinity_is_a_recency_weighted_share(built):
     assert p1["top_categories"] == ["A", "B"]
 
 
+def test_top_categories_rank_by_share_then_name_and_keep_three(spark):
+    # One instant, so every interaction weighs the same: C and E twice, A, B and D once. The
+    # names are given in an order that is neither the share order nor the name order.
+    rows = [("p9", f"e{i}", "2025-02-27 10:00", "product", None, [c]) for i, c in enumerate("DCEBCAE")]
+    top = features.build(events(spark, rows), spine(spark, ["p9"]), attributes(spark, []), D, CFG).first()
+    assert top["top_categories"] == ["C", "E", "A"]
+    assert top["category_affinity"] == pytest.approx({"A": 1 / 7, "B": 1 / 7, "C": 2 / 7, "D": 1 / 7, "E": 2 / 7})
+
+
 def test_profiles_without_events_get_a_row_of_zeros(built):
     p2 = built["p2"]
     assert p2["in_snapshot"] and p2["primary_id"] == "crm-p2"
