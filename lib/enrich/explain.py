@@ -96,7 +96,7 @@ def score_with_factors(
         F.struct((-F.abs(F.col(OUTPUT) - F.col(f"_o{j}"))).alias("rank"), F.lit(c).alias("feature"),
                  F.col(f"_x{j}").alias("value"), (F.col(OUTPUT) - F.col(f"_o{j}")).alias("importance"))
         for j, c in enumerate(tried, start=1)])
-    ranked = F.array_sort(F.filter(entries, lambda e: e["importance"] != 0))
+    ranked = F.sort_array(F.filter(entries, lambda e: e["importance"] != 0))
     factors = F.slice(F.transform(ranked, lambda e: F.struct(e["feature"].alias("feature"), e["value"].alias("value"),
                                                              e["importance"].alias("importance"))), 1, top)
     return folded.select(*keys, OUTPUT, factors.alias("factors"))

@@ -140,7 +140,7 @@ def _affinity(events: DataFrame, as_of: dt.date, half_life_days: float, top: int
     per_profile = per_category.groupBy("profile_id").agg(
         F.collect_list(F.struct("key", "weight")).alias("_weights"), F.sum("weight").alias("_total"))
     # Weights can underflow to 0 for very old interactions: no share rather than a division by zero.
-    entries = F.array_sort(F.transform("_weights", lambda e: F.struct(
+    entries = F.sort_array(F.transform("_weights", lambda e: F.struct(
         e["key"].alias("key"), F.when(F.col("_total") > 0, e["weight"] / F.col("_total")).alias("value"))))
     # Highest share first, ties by name (so the list is deterministic): a native sort of (-weight,
     # name), where a comparator lambda would be interpreted for every comparison (10M events: the

@@ -66,7 +66,7 @@ def ranked(identities: Column, priority: Sequence[str]) -> Column:
     """array<struct<ns,id>> sorted best first: (rank, ns, id)."""
     keyed = F.transform(identities, lambda i: F.struct(
         priority_rank(i["ns"], priority).alias("rank"), i["ns"].alias("ns"), i["id"].alias("id")))
-    return F.array_sort(keyed)
+    return F.sort_array(keyed)
 
 
 def profile_id(ns: Column, identity: Column) -> Column:
@@ -87,7 +87,7 @@ def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame
     ).where(F.size("_ids") > 0)
     best = F.get(F.col("_ids"), 0)
     rows = rows.groupBy(profile_id(best["ns"], best["id"]).alias("profile_id")).agg(
-        F.array_sort(F.array_distinct(F.flatten(F.collect_list("_ids")))).alias("_ids"),
+        F.sort_array(F.array_distinct(F.flatten(F.collect_list("_ids")))).alias("_ids"),
         F.min_by("_row", F.sha2(F.to_json("_row"), 256)).alias("_row"),
     )
     return rows.select(

@@ -410,7 +410,7 @@ def recommend(model: PipelineModel, profiles: DataFrame, categories: Sequence[st
     scored = model.transform(pairs)
     rank = F.row_number().over(Window.partitionBy("profile_id").orderBy(F.desc("prediction"), "category"))
     top = (scored.where(F.col("prediction") > 0).withColumn("r", rank).where(F.col("r") <= k)
-           .groupBy("profile_id").agg(F.array_sort(F.collect_list(F.struct("r", "item", "category", "prediction")))
+           .groupBy("profile_id").agg(F.sort_array(F.collect_list(F.struct("r", "item", "category", "prediction")))
                                       .alias("_top")))
     fallback = F.array(*[F.struct(models.item_id(F.lit(c)).alias("item"), F.lit(c).alias("category"),
                                   F.lit(None).cast("float").alias("prediction")) for c in popular[:k]])
