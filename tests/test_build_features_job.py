@@ -53,6 +53,12 @@ def test_quarantine_holds_every_dirty_row_with_its_reason(spark, lake):
     assert quarantine.where("raw IS NULL OR run_id IS NULL").count() == 0
     for reason, count in expected.items():
         assert f"{reason}={count:,}" in out
+    # The same rows, reasons and content as the plain composition: a duplicate's own parsed fields
+    # (the job takes them from the copies it dropped), a failed check's original row.
+    composed = (build_features.read_events(spark, cfg).transform(quality.validate_events(dt.datetime.now(dt.UTC)))
+                .where("reason IS NOT NULL").select("event_id", "reason", "raw"))
+    assert_same_rows(quarantine.select("event_id", "reason", "raw"), composed)
+    assert quarantine.where("reason = 'duplicate_id' AND raw NOT LIKE '{\"event_id\"%'").count() == 0
 
 
 def test_one_row_per_profile_and_date_for_every_snapshot_profile(spark, lake):

@@ -270,14 +270,16 @@ def _preference() -> Column:
 
 
 def duplicate_copies(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
-    """(_copy, _dropped): the rows that are copies of a duplicated `_id` and not the one kept.
+    """(_copy, _dropped, _parsed): the rows that are copies of a duplicated `_id` and not the one
+    kept, each with its parsed fields as JSON (`_parsed`, what quarantine keeps of a duplicate).
 
     `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
     every reader sees the same ids). Candidates are found by counting 64-bit hashes of `_id` (a
     hash aggregation of longs: no rows and no strings shuffled); only the candidates' rows are
-    grouped by `_id` (hash collisions fall out there: a group of one drops nothing). The answer is
-    a set of longs, so marking the rows (`mark_duplicates`) is a join on a 64-bit key, not on the
-    `_id` string. Runs the hash count (`tables.small_side`); the copies themselves stay lazy.
+    grouped by `_id` (hash collisions fall out there: a group of one drops nothing). Marking the
+    rows (`mark_duplicates`) is then a join on a 64-bit key, not on the `_id` string, and the
+    quarantine reads no parsed field of any row: the few copies dropped bring theirs. Runs the hash
+    count (`tables.small_side`); the copies themselves stay lazy.
     """
     named = rows.where(F.col("event_id").isNotNull()).withColumn("_h", F.xxhash64("event_id"))
     repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
@@ -288,26 +290,27 @@ def duplicate_copies(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> Dat
     candidates = named.join(repeated, "_h", "left_semi")
     groups = candidates.groupBy("event_id").agg(
         F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"),
-        F.collect_list("_copy").alias("_copies"))
-    return groups.select(F.explode(F.array_remove("_copies", F.col("_keeper"))).alias("_copy"),
-                         F.lit(True).alias("_dropped"))
+        F.collect_list(F.struct("_copy", _parsed().alias("_parsed"))).alias("_copies"))
+    copies = groups.select("_keeper", F.inline("_copies"))
+    return copies.where(F.col("_copy") != F.col("_keeper")).select("_copy", F.lit(True).alias("_dropped"), "_parsed")
 
 
-def _raw() -> Column:
-    """`raw` once `reason` is known: a failed check's original row, or for a duplicate (which
-    passed its checks) its parsed fields — the kept copy holds the same _id."""
-    parsed = F.to_json(F.struct("event_id", "ts", "event_type", "identity_key", "revenue", "order_id", "categories"))
-    return F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), parsed))
+def _parsed() -> Column:
+    """A row's parsed fields as JSON: what quarantine keeps of a duplicate, which passed its checks
+    (the kept copy holds the same _id)."""
+    return F.to_json(F.struct("event_id", "ts", "event_type", "identity_key", "revenue", "order_id", "categories"))
 
 
 def mark_duplicates(dropped: DataFrame) -> Callable[[DataFrame], DataFrame]:
     """Give every row its `reason` (its row check's, or `duplicate_id` for a copy in `dropped`, from
-    `duplicate_copies`) and `raw` (see `_raw`); `_copy` and `row_reason` go."""
+    `duplicate_copies`) and `raw` (a failed check's original row, or a duplicate's `_parsed`);
+    `_copy` and `row_reason` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
         reason = F.coalesce(F.col("row_reason"), F.when(F.col("_dropped"), F.lit("duplicate_id")))
         marked = rows.join(dropped, "_copy", "left").withColumn("reason", reason)
-        return marked.withColumn("raw", _raw()).drop("_copy", "_dropped", "row_reason")
+        raw = F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), F.col("_parsed")))
+        return marked.withColumn("raw", raw).drop("_copy", "_dropped", "_parsed", "row_reason")
 
     return transform
 
@@ -330,7 +333,7 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             "*", reason.alias("reason"),
             identities_of(F.col("identity_key")).alias("identities"),
         ).select(*[c for c in parsed.columns if c not in ("raw", "row_reason")], "identities", "reason",
-                 _raw().alias("raw"))
+                 F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), _parsed())).alias("raw"))
 
     return transform
 
