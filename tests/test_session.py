@@ -86,6 +86,18 @@ def test_generated_code_too_big_for_the_jit_is_not_used(spark, tmp_path):
     assert row.a1 == ["n1"] and row.a2 is None and len({row[f"h{i}"] for i in range(20)}) == 20
 
 
+def test_adaptive_execution_merges_shuffle_partitions_to_about_16_mb(spark):
+    """Local mode's `spark.sql.adaptive.advisoryPartitionSizeInBytes` (see `local_conf`): a shuffle of
+    about 100 MB (hex digests do not compress much) keeps many partitions, where Spark's 64 MB
+    would merge it into three; a small one still becomes one partition per core or fewer."""
+    digests = spark.range(0, 1_000_000, numPartitions=4).select(
+        F.col("id"), *[F.sha2(F.concat(F.col("id").cast("string"), F.lit(str(i))), 256).alias(f"d{i}")
+                       for i in range(2)])
+    with tables.spark_conf(spark, {"spark.sql.shuffle.partitions": "32"}):
+        assert digests.repartition("id").rdd.getNumPartitions() >= 6  # 11 here; 3 at 64 MB
+        assert spark.range(1000).repartition("id").rdd.getNumPartitions() <= spark.sparkContext.defaultParallelism
+
+
 def test_python_workers_run_the_drivers_interpreter(spark):
     """Not the first `python3` on the PATH, which may lack this environment's packages."""
     seen = spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()

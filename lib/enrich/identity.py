@@ -256,17 +256,26 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
         return set_profile.localCheckpoint(), rounds
 
 
-def _partitions_for(sets: DataFrame) -> int | None:
-    """Partitions for tables of identity sets: about `SETS_PER_PARTITION` sets each, at least one per
-    core, at most the session's shuffle partitions (sized for events, far more rows); None where
-    the platform sizes shuffles itself (Databricks' "auto")."""
-    spark = sets.sparkSession
+def _partitions_for(table: DataFrame) -> int | None:
+    """Partitions for a profile-sized table (identity sets, snapshot profiles): about
+    `SETS_PER_PARTITION` rows each, at least one per core, at most the session's shuffle partitions
+    (sized for events, far more rows); None where the platform sizes shuffles itself (Databricks'
+    "auto"). Counts the table."""
+    spark = table.sparkSession
     try:
         session = int(spark.conf.get("spark.sql.shuffle.partitions") or "")
     except ValueError:
         return None
-    wanted = max(spark.sparkContext.defaultParallelism, -(-sets.count() // SETS_PER_PARTITION))
+    wanted = max(spark.sparkContext.defaultParallelism, -(-table.count() // SETS_PER_PARTITION))
     return min(session, wanted)
+
+
+def coalesced(table: DataFrame) -> DataFrame:
+    """A kept (persisted or checkpointed) profile-sized table in `_partitions_for` partitions, so that
+    every reader runs that many tasks, not the session's count (the snapshot's profiles: 16k of them
+    came out of their aggregation in 32 partitions, and every use of them ran 32 tasks)."""
+    partitions = _partitions_for(table)
+    return table if partitions is None else table.coalesce(partitions)
 
 
 def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call

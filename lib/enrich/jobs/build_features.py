@@ -148,7 +148,8 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
 
     start = time.perf_counter()
     snapshot = read_snapshot(spark, cfg)
-    profiles = identity.snapshot_profiles(snapshot, priority).persist(StorageLevel.MEMORY_AND_DISK)
+    kept_profiles = identity.snapshot_profiles(snapshot, priority).persist(StorageLevel.MEMORY_AND_DISK)
+    profiles = identity.coalesced(kept_profiles)
     snap_invalid = quality.snapshot_without_identity(snapshot, run_id)
     snap_invalid, snap_obs = tables.observe(snap_invalid, "snapshot", rows=F.count(F.lit(1)))
     tables.write(snap_invalid, cfg.quarantine_path("snapshot"), "delta")
@@ -174,7 +175,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     tables.write(table, cfg.features_path, "delta", partition_by=["as_of_date"],
                  replace_where=f"as_of_date IN ({in_list})")
     seconds["features+write"] = time.perf_counter() - start
-    for cached in (rows, profiles):
+    for cached in (rows, kept_profiles):
         cached.unpersist()
 
     summary = FeaturesSummary(
