@@ -168,8 +168,9 @@ def test_identity_shuffles_are_sized_to_the_sets_not_the_session(spark, monkeypa
         assert identity._partitions_for(spark.range(10 * (cores + 2) - 3)) == cores + 2
         assert identity._partitions_for(spark.range(10_000)) == cores + 5
         kept = spark.range(10 * (cores + 2) - 3, numPartitions=cores + 4).persist()
-        assert identity.coalesced(kept).rdd.getNumPartitions() == cores + 2
-        assert identity.coalesced(kept).count() == 10 * (cores + 2) - 3
+        table, partitions = identity.coalesced(kept)
+        assert table.rdd.getNumPartitions() == partitions == cores + 2
+        assert table.count() == 10 * (cores + 2) - 3
         kept.unpersist()
     # The resolution runs under that size and gives the session's setting back.
     before = spark.conf.get("spark.sql.shuffle.partitions")

@@ -245,10 +245,8 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     carried = "identity_nodes" if "identity_nodes" in links.columns else "identity_key"
     sets = (links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, carried]))
             .withColumn("set_id", F.monotonically_increasing_id()).localCheckpoint())
-    partitions = _partitions_for(sets)
-    sized = {}
-    if partitions is not None:
-        sets, sized = sets.coalesce(partitions), {"spark.sql.shuffle.partitions": str(partitions)}
+    sets, partitions = coalesced(sets)
+    sized = {} if partitions is None else {"spark.sql.shuffle.partitions": str(partitions)}
     with tables.spark_conf(sets.sparkSession, sized):
         set_profile, rounds = _rules(sets, profiles, priority, max_iterations, key, carried)
         if key == "identity_key":
@@ -270,12 +268,13 @@ def _partitions_for(table: DataFrame) -> int | None:
     return min(session, wanted)
 
 
-def coalesced(table: DataFrame) -> DataFrame:
+def coalesced(table: DataFrame) -> tuple[DataFrame, int | None]:
     """A kept (persisted or checkpointed) profile-sized table in `_partitions_for` partitions, so that
     every reader runs that many tasks, not the session's count (the snapshot's profiles: 16k of them
-    came out of their aggregation in 32 partitions, and every use of them ran 32 tasks)."""
+    came out of their aggregation in 32 partitions, and every use of them ran 32 tasks), and that
+    count (None: left as it is, where the platform sizes shuffles)."""
     partitions = _partitions_for(table)
-    return table if partitions is None else table.coalesce(partitions)
+    return (table if partitions is None else table.coalesce(partitions)), partitions
 
 
 def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
