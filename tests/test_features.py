@@ -16,8 +16,8 @@ CFG = FeaturesConfig(windows_days=[7, 30, 90], session_gap_minutes=30, affinity_
 FLAGS = ("page", "product", "cart", "checkout", "purchase")
 SCHEMA = ("event_id string, ts timestamp, event_type string, identities array<struct<ns:string,id:string>>, "
           "is_page_view boolean, is_product_view boolean, is_cart_add boolean, is_checkout boolean, "
-          "is_purchase boolean, revenue double, order_id string, categories array<string>, profile_id string, "
-          "resolution string, anonymous_namespace string, anonymous_id string")
+          "is_purchase boolean, revenue double, order_id string, categories array<string>, profile_key string, "
+          "profile_id string, resolution string, anonymous_namespace string, anonymous_id string")
 
 
 def ts(text: str) -> dt.datetime:
@@ -31,14 +31,18 @@ def events(spark, rows: list[tuple]) -> DataFrame:
         profile, event_id, when, kind, revenue, cats = row[:6]
         anonymous = row[6] if len(row) > 6 else None
         data.append((event_id, ts(when), kind, [("ECID", "x")], *[kind == f for f in FLAGS],
-                     revenue, None, cats, profile, "anonymous" if anonymous else "direct",
+                     revenue, None, cats, f"key-{profile}", profile, "anonymous" if anonymous else "direct",
                      "ECID" if anonymous else None, anonymous))
     return spark.createDataFrame(data, SCHEMA)
 
 
-def spine(spark, profiles: list[str]) -> DataFrame:
-    return spark.createDataFrame([(p, "CRMID", f"crm-{p}") for p in profiles],
-                                 "profile_id string, primary_namespace string, primary_id string")
+def spine(spark, profiles: list[str], anonymous: dict[str, str] | None = None) -> DataFrame:
+    """The resolution's profiles (`identity.profile_keys`): snapshot profiles, then anonymous ones
+    named by an ECID; a profile's key is not its id, as in the jobs."""
+    rows = [(f"key-{p}", p, "CRMID", f"crm-{p}", True) for p in profiles]
+    rows += [(f"key-{p}", p, "ECID", ecid, False) for p, ecid in (anonymous or {}).items()]
+    return spark.createDataFrame(
+        rows, "profile_key string, profile_id string, primary_namespace string, primary_id string, in_snapshot boolean")
 
 
 def attributes(spark, rows: list[tuple]) -> DataFrame:
@@ -60,7 +64,7 @@ LOG = [
 
 @pytest.fixture(scope="module")
 def built(spark):
-    rows = features.build(events(spark, LOG), spine(spark, ["p1", "p2"]),
+    rows = features.build(events(spark, LOG), spine(spark, ["p1", "p2"], {"anon": "ecid-9", "gone": "ecid-0"}),
                           attributes(spark, [("p1", 400, 2), ("p2", None, 0)]), D, CFG)
     return {r.profile_id: r.asDict() for r in rows.collect()}
 
@@ -144,6 +148,7 @@ def test_snapshot_attributes_and_anonymous_profiles(built):
     assert not anon["in_snapshot"]
     assert (anon["primary_namespace"], anon["primary_id"]) == ("ECID", "ecid-9")
     assert anon["events_7d"] == 1 and anon["tenure_days"] is None
+    # An anonymous profile without events before D (its events dropped by `unmatched: drop`) has no row.
     assert set(built) == {"p1", "p2", "anon"}
 
 

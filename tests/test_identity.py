@@ -28,15 +28,22 @@ def snap(spark, profiles: list[dict[str, list[str]]]) -> DataFrame:
 
 
 def resolve(spark, events: DataFrame, snapshot: DataFrame, as_of: dt.date) -> dict[str, tuple[str, str]]:
-    """event_id -> (primary identity of its profile, resolution)."""
+    """event_id -> (primary identity of its profile, resolution), named through the resolution's
+    `profile_keys`: one key per profile, every snapshot profile listed, each event's key naming its
+    own profile_id."""
     profiles = identity.snapshot_profiles(snapshot, PRIORITY)
-    resolved, spine, _ = identity.resolve(events, identity.event_links(events), profiles, as_of,
+    resolved, keyed, _ = identity.resolve(events, identity.event_links(events), profiles, as_of,
                                           PRIORITY, 20)
-    named = resolved.join(spine, "profile_id", "left").select(
-        "event_id", F.coalesce("primary_id", "anonymous_id").alias("who"), "resolution")
+    keys = keyed.collect()
+    assert len({k.profile_key for k in keys}) == len({k.profile_id for k in keys}) == len(keys)
+    assert {k.profile_id for k in keys if k.in_snapshot} == {p.profile_id for p in profiles.collect()}
+    named = resolved.join(keyed.withColumnRenamed("profile_id", "keyed_id"), "profile_key", "left").select(
+        "event_id", F.col("primary_id").alias("who"), "resolution",
+        F.coalesce(F.col("keyed_id") == F.col("profile_id"), F.lit(False)).alias("named"))
     rows = named.collect()
     got = {r.event_id: (r.who, r.resolution) for r in rows}
     assert len(got) == len(rows), "an event resolved to more than one profile"
+    assert all(r.named for r in rows), "an event's profile_key names another profile"
     return got
 
 

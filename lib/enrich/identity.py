@@ -22,7 +22,10 @@ Point in time: links for D come from the snapshot (taken as known at D: it is th
 current view of who is who) and from events strictly before D only, so no event at or after D can
 change any resolution used for features as of D.
 
-`profile_id` is a hash of the primary identity: stable across runs for the same data.
+`profile_id` is a hash of the primary identity: stable across runs for the same data. Within one
+resolution each profile also has `profile_key`, a 64-bit number (its vertex in the contracted graph
+below): what the features group and shuffle events by, where the 32-character `profile_id` and an
+anonymous profile's name would ride with every event. `profile_keys` maps it back.
 
 Execution: identities are numbered once in rank order, so every "best" above is a minimum of
 64-bit numbers, and the graph, the rules and their aggregations work on numbers, never on strings;
@@ -227,11 +230,12 @@ def _stars(members: DataFrame, group: str) -> DataFrame:
 def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     links: DataFrame, profiles: DataFrame, as_of: dt.date, priority: Sequence[str], max_iterations: int = 20,
     key: str = "identity_nodes",
-) -> tuple[DataFrame, int]:
-    """(key, profile_id, resolution, anonymous_namespace, anonymous_id) for each row of `links`
-    (key, first_seen, and the set as `identity_nodes` or as an `identity_key`) first seen before
-    `as_of`, and the graph rounds used: every rule of the module docstring, on distinct identity
-    sets (so an anonymous profile's name and id are computed once per set, not per event).
+) -> tuple[DataFrame, DataFrame, int]:
+    """(key, profile_key, profile_id, resolution, anonymous_namespace, anonymous_id) for each row
+    of `links` (key, first_seen, and the set as `identity_nodes` or as an `identity_key`) first
+    seen before `as_of`, the resolution's `profile_keys`, and the graph rounds used: every rule of
+    the module docstring, on distinct identity sets (so an anonymous profile's name and id are
+    computed once per set, not per event).
 
     Identities are numbered in rank order once, so that every rule is a minimum of numbers: a
     group's best identity is its smallest number, a component's label (its smallest vertex) is its
@@ -248,10 +252,24 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     sets, partitions = coalesced(sets)
     sized = {} if partitions is None else {"spark.sql.shuffle.partitions": str(partitions)}
     with tables.spark_conf(sets.sparkSession, sized):
-        set_profile, rounds = _rules(sets, profiles, priority, max_iterations, key, carried)
+        set_profile, vertices, rounds = _rules(sets, profiles, priority, max_iterations, key, carried)
         if key == "identity_key":
             set_profile = set_profile.withColumn("key_hash", F.xxhash64("identity_key"))
-        return set_profile.localCheckpoint(), rounds
+        set_profile = set_profile.localCheckpoint()
+        return set_profile, profile_keys(set_profile, vertices, profiles), rounds
+
+
+def profile_keys(set_profile: DataFrame, vertices: DataFrame, profiles: DataFrame) -> DataFrame:
+    """One row per profile of a resolution: profile_key, profile_id, primary_namespace, primary_id
+    and in_snapshot. Every snapshot profile (keyed by its vertex) and every anonymous profile some
+    set resolved to (keyed by its component, named by its best identity); profile-sized, lazy."""
+    known = profiles.join(vertices, "profile_id").select(
+        F.col("vertex").alias("profile_key"), "profile_id", "primary_namespace", "primary_id",
+        F.lit(True).alias("in_snapshot"))
+    anonymous = set_profile.where(F.col("resolution") == "anonymous").select(
+        "profile_key", "profile_id", F.col("anonymous_namespace").alias("primary_namespace"),
+        F.col("anonymous_id").alias("primary_id"), F.lit(False).alias("in_snapshot")).distinct()
+    return known.unionByName(anonymous)
 
 
 def _partitions_for(table: DataFrame) -> int | None:
@@ -279,9 +297,10 @@ def coalesced(table: DataFrame) -> tuple[DataFrame, int | None]:
 
 def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     sets: DataFrame, profiles: DataFrame, priority: Sequence[str], max_iterations: int, key: str, carried: str,
-) -> tuple[DataFrame, int]:
-    """`resolve_sets` on the materialized `sets` (key, the set as `carried`, set_id): lazy, but the
-    graph's rounds run here."""
+) -> tuple[DataFrame, DataFrame, int]:
+    """`resolve_sets` on the materialized `sets` (key, the set as `carried`, set_id), with each
+    snapshot profile's vertex (profile_id, vertex) in place of `profile_keys`: lazy, but the graph's
+    rounds run here."""
     set_nodes = (sets.select("set_id", F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
                  else key_node_rows(sets, "set_id"))
     profile_nodes = profiles.select("profile_id", F.explode("nodes").alias("node"))
@@ -306,9 +325,8 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     # with the best primary (rule 2) or, with none, its best identity (rule 3). Only sets reaching
     # two vertices and identities listed twice make edges: most sets sit inside one profile, so the
     # graph holds the anonymous and linking identities, not all of them.
-    primaries = profile_members.groupBy("profile_id").agg(F.min("node_id").alias("primary_node"))
-    listed_in = profile_members.join(primaries, "profile_id").select(
-        "node_id", (F.col("primary_node") - _PROFILE_VERTEX).alias("vertex"))
+    vertices = profile_members.groupBy("profile_id").agg((F.min("node_id") - _PROFILE_VERTEX).alias("vertex"))
+    listed_in = profile_members.join(vertices, "profile_id").select("node_id", "vertex")
     set_vertices = set_members.join(listed_in, "node_id", "left").select(
         "set_id", F.coalesce("vertex", "node_id").alias("vertex"))
     components, rounds = connected_components(
@@ -320,10 +338,11 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     per_set = set_members.join(listed, "node_id", "left").join(components, "node_id", "left").groupBy("set_id").agg(
         F.min(F.when(F.col("direct_profile").isNotNull(), F.col("node_id"))).alias("direct_node"),
         F.min(F.coalesce("component", "node_id")).alias("component"))
-    direct = listed.select(F.col("node_id").alias("direct_node"), "direct_profile")
+    direct = listed.join(vertices.select(F.col("profile_id").alias("direct_profile"),
+                                         F.col("vertex").alias("direct_vertex")), "direct_profile").select(
+        F.col("node_id").alias("direct_node"), "direct_profile", "direct_vertex")
     # Rule 2: a component whose smallest vertex is a profile's belongs to that profile.
-    by_component = primaries.select((F.col("primary_node") - _PROFILE_VERTEX).alias("component"),
-                                    F.col("profile_id").alias("component_profile"))
+    by_component = vertices.select(F.col("vertex").alias("component"), F.col("profile_id").alias("component_profile"))
     # Rule 3: anonymous, named by the component's best identity: its label, which is one of its
     # sets' identities (each number's node, from the first row numbered with it: no aggregation).
     anchors = members.where(F.col("_row") == F.col("node_id")).select(F.col("node_id").alias("component"),
@@ -334,31 +353,31 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
         .join(anchors, "component", "left")
         .join(sets, "set_id")
         .select(key, F.coalesce("direct_profile", "component_profile").alias("known_profile"),
-                F.col("direct_profile").isNotNull().alias("_direct"), "anchor")
+                F.col("direct_profile").isNotNull().alias("_direct"), "anchor",
+                # The profile's number: a direct set's profile vertex, else its component's label
+                # (a profile's vertex when linked, the anchor's number when anonymous).
+                F.coalesce("direct_vertex", "component").alias("profile_key"))
     )
     anonymous = F.col("known_profile").isNull()
     anchor_ns, anchor_id = _node_ns(F.col("anchor")), _node_id(F.col("anchor"))
     return set_profile.select(
         key,
+        "profile_key",
         F.coalesce("known_profile", profile_id(anchor_ns, anchor_id)).alias("profile_id"),
         F.when(F.col("_direct"), F.lit("direct")).when(~anonymous, F.lit("linked"))
         .otherwise(F.lit("anonymous")).alias("resolution"),
         F.when(anonymous, anchor_ns).alias("anonymous_namespace"),
         F.when(anonymous, anchor_id).alias("anonymous_id"),
-    ), rounds
+    ), vertices, rounds
 
 
 def attach_profiles(events: DataFrame, set_profile: DataFrame, key: str, as_of: dt.date) -> DataFrame:
-    """Events before `as_of` joined to their set's resolution (`resolve_sets`) on `key`: profile_id,
-    resolution and, for anonymous profiles, the namespace and id that name them."""
+    """Events before `as_of` joined to their set's resolution (`resolve_sets`) on `key`: profile_key,
+    profile_id, resolution and, for anonymous profiles, the namespace and id that name them."""
     before = events.where(F.col("ts") < utc.midnight(as_of))
     return before.join(set_profile, key).select(
-        *[c for c in before.columns if c != key], "profile_id", "resolution", "anonymous_namespace", "anonymous_id")
-
-
-def spine(profiles: DataFrame) -> DataFrame:
-    """One row per snapshot profile: profile_id, primary_namespace, primary_id."""
-    return profiles.select("profile_id", "primary_namespace", "primary_id")
+        *[c for c in before.columns if c != key], "profile_key", "profile_id", "resolution", "anonymous_namespace",
+        "anonymous_id")
 
 
 def resolve_keys(  # noqa: PLR0917 - the inputs of one resolution, named at every call
@@ -369,14 +388,14 @@ def resolve_keys(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     priority: Sequence[str],
     max_iterations: int = 20,
     broadcast_max_sets: int = 1_000_000,
-) -> tuple[DataFrame, int]:
+) -> tuple[DataFrame, DataFrame, int]:
     """`resolve` for events keyed by `identity_key` (the jobs' form), with `keys` from `key_links`:
     each key first seen before `as_of` takes its node set's resolution, and the events meet it in
     one equi-join on the key (`key_join`), broadcast when there are at most `broadcast_max_sets`
-    keys. Returns the resolved events (see `resolve`) and the graph rounds used."""
-    key_profile, rounds = resolve_sets(keys, profiles, as_of, priority, max_iterations, key="identity_key")
+    keys. Returns what `resolve` returns."""
+    key_profile, keyed, rounds = resolve_sets(keys, profiles, as_of, priority, max_iterations, key="identity_key")
     key_profile, key = key_join(key_profile, events, broadcast_max_sets)
-    return attach_profiles(events, key_profile, key, as_of), rounds
+    return attach_profiles(events, key_profile, key, as_of), keyed, rounds
 
 
 def key_join(key_profile: DataFrame, events: DataFrame, broadcast_max_sets: int) -> tuple[DataFrame, str]:
@@ -407,20 +426,21 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     max_iterations: int = 20,
     broadcast_max_sets: int = 1_000_000,
 ) -> tuple[DataFrame, DataFrame, int]:
-    """Events before `as_of` with their `profile_id`, the snapshot spine, and the rounds used.
+    """Events before `as_of` with their profile, the resolution's `profile_keys`, and the rounds used.
 
     `events` are valid flat events, `links` from `event_links`, `profiles` from
-    `snapshot_profiles`. The returned events carry `profile_id`, `resolution`
+    `snapshot_profiles`. The returned events carry `profile_key`, `profile_id`, `resolution`
     (direct | linked | anonymous) and, for anonymous profiles, the namespace and id that name them
-    (`apply_unmatched` keeps or drops those). The spine has one row per snapshot profile.
+    (`apply_unmatched` keeps or drops those). `profile_keys` has one row per snapshot profile and
+    per anonymous profile.
 
     Every rule works on the distinct identity sets (profile-sized); the events meet the result in
     one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
     """
-    set_profile, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
+    set_profile, keyed, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
     set_profile = tables.broadcast_small(set_profile, set_profile.count(), broadcast_max_sets)
     resolved = attach_profiles(with_nodes(events), set_profile, "identity_nodes", as_of)
-    return resolved, spine(profiles), rounds
+    return resolved, keyed, rounds
 
 
 def apply_unmatched(resolved: DataFrame, unmatched: str) -> DataFrame:

@@ -65,11 +65,10 @@ class FeaturesSummary:
         return "\n".join(lines)
 
 
-def _build(resolved: DataFrame, profiles: DataFrame, as_of: dt.date, cfg: Config,
+def _build(resolved: DataFrame, keyed: DataFrame, profiles: DataFrame, as_of: dt.date, cfg: Config, *,
            on_resolved: Callable[[DataFrame], DataFrame]) -> DataFrame:
     kept = identity.apply_unmatched(on_resolved(resolved), cfg.identity.unmatched)
-    return features.build(kept, identity.spine(profiles), features.snapshot_attributes(profiles, as_of), as_of,
-                          cfg.features)
+    return features.build(kept, keyed, features.snapshot_attributes(profiles, as_of), as_of, cfg.features)
 
 
 def features_as_of(
@@ -82,9 +81,9 @@ def features_as_of(
     `on_resolved` sees the resolved events on their way to the features (the job observes counts
     there; an observation only fires when its frame is part of the plan that runs).
     """
-    resolved, _, rounds = identity.resolve(valid, links, profiles, as_of, cfg.identity.namespace_priority,
-                                           cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
-    return _build(resolved, profiles, as_of, cfg, on_resolved), rounds
+    resolved, keyed, rounds = identity.resolve(valid, links, profiles, as_of, cfg.identity.namespace_priority,
+                                               cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
+    return _build(resolved, keyed, profiles, as_of, cfg, on_resolved=on_resolved), rounds
 
 
 def features_from_keys(  # noqa: PLR0917 - the inputs of one as-of date, named at every call
@@ -94,9 +93,9 @@ def features_from_keys(  # noqa: PLR0917 - the inputs of one as-of date, named a
     """The job's plan for one as-of date: valid kept events (`identity_key`, no `identities`) and
     `identity.key_links` of them, resolved by `identity.resolve_keys`. Equal to `features_as_of`
     on the same events."""
-    resolved, rounds = identity.resolve_keys(events, keys, profiles, as_of, cfg.identity.namespace_priority,
-                                             cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
-    return _build(resolved, profiles, as_of, cfg, on_resolved), rounds
+    resolved, keyed, rounds = identity.resolve_keys(events, keys, profiles, as_of, cfg.identity.namespace_priority,
+                                                    cfg.identity.max_iterations, cfg.identity.broadcast_max_sets)
+    return _build(resolved, keyed, profiles, as_of, cfg, on_resolved=on_resolved), rounds
 
 
 def read_events(spark: SparkSession, cfg: Config) -> DataFrame:

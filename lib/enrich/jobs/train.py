@@ -83,9 +83,9 @@ def label_events(spark: SparkSession, cfg: Config, until: dt.date) -> tuple[Data
     if last is None:
         raise InputError(f"{cfg.events_path}: no valid events to take labels from")
     profiles = identity.snapshot_profiles(build_features.read_snapshot(spark, cfg), cfg.identity.namespace_priority)
-    resolved, _ = identity.resolve_keys(valid, identity.key_links(valid), profiles, until,
-                                        cfg.identity.namespace_priority, cfg.identity.max_iterations,
-                                        cfg.identity.broadcast_max_sets)
+    resolved, _, _ = identity.resolve_keys(valid, identity.key_links(valid), profiles, until,
+                                           cfg.identity.namespace_priority, cfg.identity.max_iterations,
+                                           cfg.identity.broadcast_max_sets)
     resolved = identity.apply_unmatched(resolved, cfg.identity.unmatched)
     return resolved.persist(StorageLevel.MEMORY_AND_DISK), last.date()
 
