@@ -36,7 +36,7 @@ def events(spark, rows: list[tuple]) -> DataFrame:
     return spark.createDataFrame(data, SCHEMA)
 
 
-def spine(spark, profiles: list[str], anonymous: dict[str, str] | None = None) -> DataFrame:
+def keyed(spark, profiles: list[str], anonymous: dict[str, str] | None = None) -> DataFrame:
     """The resolution's profiles (`identity.profile_keys`): snapshot profiles, then anonymous ones
     named by an ECID; a profile's key is not its id, as in the jobs."""
     rows = [(f"key-{p}", p, "CRMID", f"crm-{p}", True) for p in profiles]
@@ -64,7 +64,7 @@ LOG = [
 
 @pytest.fixture(scope="module")
 def built(spark):
-    rows = features.build(events(spark, LOG), spine(spark, ["p1", "p2"], {"anon": "ecid-9", "gone": "ecid-0"}),
+    rows = features.build(events(spark, LOG), keyed(spark, ["p1", "p2"], {"anon": "ecid-9", "gone": "ecid-0"}),
                           attributes(spark, [("p1", 400, 2), ("p2", None, 0)]), D, CFG)
     return {r.profile_id: r.asDict() for r in rows.collect()}
 
@@ -128,7 +128,7 @@ def test_top_categories_rank_by_share_then_name_and_keep_three(spark):
     # One instant, so every interaction weighs the same: C and E twice, A, B and D once. The
     # names are given in an order that is neither the share order nor the name order.
     rows = [("p9", f"e{i}", "2025-02-27 10:00", "product", None, [c]) for i, c in enumerate("DCEBCAE")]
-    top = features.build(events(spark, rows), spine(spark, ["p9"]), attributes(spark, []), D, CFG).first()
+    top = features.build(events(spark, rows), keyed(spark, ["p9"]), attributes(spark, []), D, CFG).first()
     assert top["top_categories"] == ["C", "E", "A"]
     assert top["category_affinity"] == pytest.approx({"A": 1 / 7, "B": 1 / 7, "C": 2 / 7, "D": 1 / 7, "E": 2 / 7})
 
@@ -186,7 +186,7 @@ def test_snapshot_attributes_of_another_shape_are_absent_not_a_crash(spark):
 def test_features_shuffle_the_events_once(spark):
     log = events(spark, LOG)
     with tables.spark_conf(spark, {"spark.sql.adaptive.enabled": "false"}):  # the static plan shows exchange reuse
-        rows = features.build(log, spine(spark, ["p1"]), attributes(spark, [("p1", 1, 1)]), D, CFG)
+        rows = features.build(log, keyed(spark, ["p1"]), attributes(spark, [("p1", 1, 1)]), D, CFG)
         plan = rows._jdf.queryExecution().executedPlan().toString()
     nodes = [re.sub(r"^\*\(\d+\) ", "", line.lstrip(" :+-")) for line in plan.splitlines()]
     exchanges = [i for i, n in enumerate(nodes) if n.startswith("Exchange ")]
