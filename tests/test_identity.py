@@ -91,6 +91,24 @@ def test_a_component_reaching_two_profiles_goes_to_the_best_primary_identity(spa
     assert got == {"e1": ("C2", "direct"), "e2": ("C1", "direct"), "e3": ("C1", "linked")}
 
 
+def test_profiles_whose_keys_collide_are_numbered_apart(spark, monkeypatch):
+    """Features group events by profile_key, a hash of profile_id: if two profiles of a resolution
+    ever shared one, the resolution numbers its profiles anew rather than merge them."""
+    monkeypatch.setattr(identity, "_profile_key", lambda profile: F.lit(7).cast("long"))
+    events = ev(spark, [
+        ("e1", "2025-01-01 10:00:00", [("ECID", "X"), ("CRMID", "C2")]),
+        ("e2", "2025-01-02 10:00:00", [("ECID", "X"), ("CRMID", "C1")]),
+        ("e3", "2025-01-03 10:00:00", [("ECID", "X")]),
+        ("e4", "2025-01-04 10:00:00", [("ECID", "Y")]),
+        ("e5", "2025-01-05 10:00:00", [("ECID", "Z")]),
+    ])
+    snapshot = snap(spark, [{"CRMID": ["C1"]}, {"CRMID": ["C2"]}, {"CRMID": ["C3"]}])
+    # `resolve` checks one key per profile and that each event's key names its own profile.
+    got = resolve(spark, events, snapshot, dt.date(2025, 2, 1))
+    assert got == {"e1": ("C2", "direct"), "e2": ("C1", "direct"), "e3": ("C1", "linked"),
+                   "e4": ("Y", "anonymous"), "e5": ("Z", "anonymous")}
+
+
 def test_profiles_sharing_an_identity_no_event_carries_are_one_component(spark):
     """Two profiles both list one Email: the graph joins them through it even though no event
     carries it, so a device linked to C2 lands in a component whose best primary is C1."""
@@ -241,8 +259,8 @@ def test_priority_rank(spark, ns, expected):
 
 
 def test_ranking_holds_across_many_partitions(spark):
-    """Identities are numbered in rank order over several range partitions: each component is still
-    named by its best identity and linked to its best primary, whatever partition they land in."""
+    """Sets, identities and profiles spread over several partitions: each component is still named
+    by its best identity and linked to its best primary, whatever partition they land in."""
     hub = [(f"h{i}", "2025-01-01 10:00:00", [("ECID", f"x{i:03d}"), ("Phone", "hub")]) for i in range(150)]
     named = [("m", "2025-01-02 10:00:00", [("Phone", "hub"), ("Email", "zz")])]  # "Email:" sorts after "ECID:"
     # "Apple:" sorts before "ECID:", but a namespace outside the priority ranks after ECID.

@@ -23,17 +23,20 @@ current view of who is who) and from events strictly before D only, so no event 
 change any resolution used for features as of D.
 
 `profile_id` is a hash of the primary identity: stable across runs for the same data. Within one
-resolution each profile also has `profile_key`, a 64-bit number (its vertex in the contracted graph
-below): what the features group and shuffle events by, where the 32-character `profile_id` and an
-anonymous profile's name would ride with every event. `profile_keys` maps it back.
+resolution each profile also has `profile_key`, a 64-bit hash of its `profile_id`, checked unique
+among the resolution's profiles (on a collision they are numbered instead): what the features
+group and shuffle events by, where the 32-character `profile_id` and an anonymous profile's name
+would ride with every event. `profile_keys` maps it back.
 
-Execution: identities are numbered once in rank order, so every "best" above is a minimum of
-64-bit numbers, and the graph, the rules and their aggregations work on numbers, never on strings;
-identity sets and profiles are profile-sized, and events meet the answer in one join on their set.
-The graph is contracted before its components are found: a snapshot profile's identities are one
-vertex, ranked by the profile's primary ahead of every identity, so a component's smallest vertex is
-the answer of rule 2 or, without a profile, of rule 3; sets inside one profile (most of them)
-make no edge, and rule 1 needs no graph at all.
+Execution: identity sets and profiles are profile-sized, and events meet the answer in one join on
+their set. The snapshot's listed identities are one lookup table (broadcast when small), so each
+set's identities meet it without a shuffle, and one aggregation per set gives rule 1 and the set's
+vertices. The graph is contracted before its components are found: a snapshot profile's
+identities are one vertex, ranked by the profile's primary ahead of every identity, so a
+component's smallest vertex is the answer of rule 2 or, without a profile, of rule 3; sets inside
+one profile (most of them) make no edge, and rule 1 needs no graph at all. The rules need no
+numbering of identities: a vertex is its rank itself, (profile or not, priority, namespace, id),
+and only the graph's few vertices are ever compared as such.
 """
 
 from __future__ import annotations
@@ -206,12 +209,21 @@ def key_links(events: DataFrame) -> DataFrame:
 def _rank_order(node: Column, priority: Sequence[str]) -> Column:
     """How identities rank: namespace priority, then namespace, then id."""
     ns = _node_ns(node)
-    return F.struct(priority_rank(ns, priority), ns, _node_id(node))
+    return F.struct(priority_rank(ns, priority).alias("rank"), ns.alias("ns"), _node_id(node).alias("id"))
 
 
-# A profile's vertex is its primary's number minus this: below every identity's number (ids from
-# monotonically_increasing_id, partition << 33 | row, far below 2^62), in the order of the primaries.
-_PROFILE_VERTEX = 1 << 62
+def _vertex(is_identity: int, rank: Column) -> Column:
+    """A vertex of the contracted graph, ordered as the rules choose: every snapshot profile (by its
+    primary identity's rank) before every identity no profile lists (by its own rank)."""
+    return F.struct(F.lit(is_identity).alias("is_identity"), rank["rank"].alias("rank"), rank["ns"].alias("ns"),
+                    rank["id"].alias("id"))
+
+
+def _profile_key(profile: Column) -> Column:
+    """A profile's 64-bit number within a resolution (what features group events by): a hash of
+    its profile_id, checked unique among the resolution's profiles (`resolve_sets`)."""
+    return F.xxhash64(profile)
+
 
 # Identity tables hold sets and profiles, not events: their shuffles get partitions for that size
 # (`_partitions_for`), not the session's count for events. At 1M events (42k sets) the session's 32
@@ -219,31 +231,20 @@ _PROFILE_VERTEX = 1 << 62
 SETS_PER_PARTITION = 50_000
 
 
-def _stars(members: DataFrame, group: str) -> DataFrame:
-    """Edges linking the smallest `vertex` of each group reaching two or more to each of its
-    vertices: groups inside one vertex make none."""
-    spans = (members.groupBy(group).agg(F.min("vertex").alias("src"), F.max("vertex").alias("_last"))
-             .where(F.col("src") < F.col("_last")))
-    return members.join(spans, group).where(F.col("vertex") != F.col("src")).select("src", F.col("vertex").alias("dst"))
-
-
 def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     links: DataFrame, profiles: DataFrame, as_of: dt.date, priority: Sequence[str], max_iterations: int = 20,
-    key: str = "identity_nodes",
+    key: str = "identity_nodes", broadcast_max_rows: int = 1_000_000,
 ) -> tuple[DataFrame, DataFrame, int]:
     """(key, profile_key, profile_id, resolution, anonymous_namespace, anonymous_id) for each row
     of `links` (key, first_seen, and the set as `identity_nodes` or as an `identity_key`) first
-    seen before `as_of`, the resolution's `profile_keys`, and the graph rounds used: every rule of
-    the module docstring, on distinct identity sets (so an anonymous profile's name and id are
-    computed once per set, not per event).
-
-    Identities are numbered in rank order once, so that every rule is a minimum of numbers: a
-    group's best identity is its smallest number, a component's label (its smallest vertex) is its
-    best-primary profile or its anchor, and every aggregation and join works on 64-bit ids, not
-    strings.
+    seen before `as_of`, the resolution's `profile_keys` (materialized), and the graph rounds used:
+    every rule of the module docstring, on distinct identity sets (so an anonymous profile's name
+    and id are computed once per set, not per event).
 
     The result is materialized (it is profile-sized and every as-of date's events meet it), with
-    `key_hash`, the key's 64-bit hash, when the key is an `identity_key` (`key_join`).
+    `key_hash`, the key's 64-bit hash, when the key is an `identity_key` (`key_join`). The snapshot's
+    listed identities and the graph's components are looked up by broadcast when they have at most
+    `broadcast_max_rows` rows.
     """
     cutoff = utc.midnight(as_of)
     carried = "identity_nodes" if "identity_nodes" in links.columns else "identity_key"
@@ -252,20 +253,31 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     sets, partitions = coalesced(sets)
     sized = {} if partitions is None else {"spark.sql.shuffle.partitions": str(partitions)}
     with tables.spark_conf(sets.sparkSession, sized):
-        set_profile, vertices, rounds = _rules(sets, profiles, priority, max_iterations, key, carried)
+        set_profile, rounds = _rules(sets, profiles, priority, max_iterations, key, carried, broadcast_max_rows)
         if key == "identity_key":
             set_profile = set_profile.withColumn("key_hash", F.xxhash64("identity_key"))
         set_profile = set_profile.localCheckpoint()
-        return set_profile, profile_keys(set_profile, vertices, profiles), rounds
+        keyed = profile_keys(set_profile, profiles).localCheckpoint()
+        keys, distinct = keyed.agg(F.count(F.lit(1)), F.count_distinct("profile_key")).first()
+        if distinct != keys:
+            set_profile, keyed = _numbered(set_profile, keyed)
+        return set_profile, keyed, rounds
 
 
-def profile_keys(set_profile: DataFrame, vertices: DataFrame, profiles: DataFrame) -> DataFrame:
+def _numbered(set_profile: DataFrame, keyed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The resolution with every profile numbered anew (materialized), for the rare resolution whose
+    profile_id hashes collide: two profiles must never share the number features group them by."""
+    keyed = keyed.drop("profile_key").withColumn("profile_key", F.monotonically_increasing_id()).localCheckpoint()
+    renumbered = set_profile.drop("profile_key").join(keyed.select("profile_id", "profile_key"), "profile_id")
+    return renumbered.select(*set_profile.columns).localCheckpoint(), keyed
+
+
+def profile_keys(set_profile: DataFrame, profiles: DataFrame) -> DataFrame:
     """One row per profile of a resolution: profile_key, profile_id, primary_namespace, primary_id
-    and in_snapshot. Every snapshot profile (keyed by its vertex) and every anonymous profile some
-    set resolved to (keyed by its component, named by its best identity); profile-sized, lazy."""
-    known = profiles.join(vertices, "profile_id").select(
-        F.col("vertex").alias("profile_key"), "profile_id", "primary_namespace", "primary_id",
-        F.lit(True).alias("in_snapshot"))
+    and in_snapshot. Every snapshot profile and every anonymous profile some set resolved to (named
+    by its component's best identity); profile-sized, lazy."""
+    known = profiles.select(_profile_key(F.col("profile_id")).alias("profile_key"), "profile_id",
+                            "primary_namespace", "primary_id", F.lit(True).alias("in_snapshot"))
     anonymous = set_profile.where(F.col("resolution") == "anonymous").select(
         "profile_key", "profile_id", F.col("anonymous_namespace").alias("primary_namespace"),
         F.col("anonymous_id").alias("primary_id"), F.lit(False).alias("in_snapshot")).distinct()
@@ -297,78 +309,63 @@ def coalesced(table: DataFrame) -> tuple[DataFrame, int | None]:
 
 def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     sets: DataFrame, profiles: DataFrame, priority: Sequence[str], max_iterations: int, key: str, carried: str,
-) -> tuple[DataFrame, DataFrame, int]:
-    """`resolve_sets` on the materialized `sets` (key, the set as `carried`, set_id), with each
-    snapshot profile's vertex (profile_id, vertex) in place of `profile_keys`: lazy, but the graph's
-    rounds run here."""
+    broadcast_max_rows: int,
+) -> tuple[DataFrame, int]:
+    """`resolve_sets` on the materialized `sets` (key, the set as `carried`, set_id): lazy, but the
+    graph's rounds run here.
+
+    The graph is contracted: a snapshot profile's identities are one vertex, which ranks by the
+    profile's primary identity ahead of every identity no profile lists, so a component's smallest
+    vertex answers rule 2 (a profile) or, without one, rule 3 (its best identity). Each set's
+    identities meet the snapshot's in one lookup; one aggregation per set then gives its best listed
+    identity (rule 1) and its vertices. Only sets with two vertices or more, and identities listed by
+    two profiles, make edges: most sets sit inside one profile, so the graph holds the anonymous and
+    linking identities, not all of them.
+    """
     set_nodes = (sets.select("set_id", F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
                  else key_node_rows(sets, "set_id"))
-    profile_nodes = profiles.select("profile_id", F.explode("nodes").alias("node"))
-    # Every membership (a set's or a profile's) numbered by its node's rank in one sort: range
-    # partitioned by rank, so the ids Spark hands out per partition follow the order, and a node's
-    # rows are adjacent (one partition, one window group, no further exchange), so its number is
-    # the smallest id among them.
-    memberships = set_nodes.select("set_id", F.lit(None).cast("string").alias("profile_id"), "node").unionByName(
-        profile_nodes.select(F.lit(None).cast("long").alias("set_id"), "profile_id", "node"))
-    ordered = (memberships.select("*", _rank_order(F.col("node"), priority).alias("_rank")).orderBy("_rank")
-               .withColumn("_row", F.monotonically_increasing_id()))
-    members = ordered.select("set_id", "profile_id", "node", "_row",
-                             F.min("_row").over(Window.partitionBy("_rank")).alias("node_id")).localCheckpoint()
-    set_members = members.where(F.col("set_id").isNotNull()).select("set_id", "node_id")
-    profile_members = members.where(F.col("profile_id").isNotNull()).select("profile_id", "node_id")
-
-    # Rule 1: the set's best identity that a snapshot profile lists (shared: smallest profile_id).
-    listed = profile_members.groupBy("node_id").agg(F.min("profile_id").alias("direct_profile"))
-    # The graph, contracted: a profile's identities are one vertex (numbered by its primary, its best
-    # identity, shifted below every identity), an identity no profile lists is its own vertex. The
-    # components are those of the identity graph, and a component's smallest vertex is its profile
-    # with the best primary (rule 2) or, with none, its best identity (rule 3). Only sets reaching
-    # two vertices and identities listed twice make edges: most sets sit inside one profile, so the
-    # graph holds the anonymous and linking identities, not all of them.
-    vertices = profile_members.groupBy("profile_id").agg((F.min("node_id") - _PROFILE_VERTEX).alias("vertex"))
-    listed_in = profile_members.join(vertices, "profile_id").select("node_id", "vertex")
-    set_vertices = set_members.join(listed_in, "node_id", "left").select(
-        "set_id", F.coalesce("vertex", "node_id").alias("vertex"))
-    components, rounds = connected_components(
-        _stars(set_vertices, "set_id").union(_stars(listed_in, "node_id")), max_iterations)
-    components = components.select(F.col("node").alias("node_id"), "component")
-
-    # A set with a listed identity is direct; any other set's identities are all unlisted, so their
-    # component (an isolated identity is its own) is the set's.
-    per_set = set_members.join(listed, "node_id", "left").join(components, "node_id", "left").groupBy("set_id").agg(
-        F.min(F.when(F.col("direct_profile").isNotNull(), F.col("node_id"))).alias("direct_node"),
-        F.min(F.coalesce("component", "node_id")).alias("component"))
-    direct = listed.join(vertices.select(F.col("profile_id").alias("direct_profile"),
-                                         F.col("vertex").alias("direct_vertex")), "direct_profile").select(
-        F.col("node_id").alias("direct_node"), "direct_profile", "direct_vertex")
-    # Rule 2: a component whose smallest vertex is a profile's belongs to that profile.
-    by_component = vertices.select(F.col("vertex").alias("component"), F.col("profile_id").alias("component_profile"))
-    # Rule 3: anonymous, named by the component's best identity: its label, which is one of its
-    # sets' identities (each number's node, from the first row numbered with it: no aggregation).
-    anchors = members.where(F.col("_row") == F.col("node_id")).select(F.col("node_id").alias("component"),
-                                                                      F.col("node").alias("anchor"))
-    set_profile = (
-        per_set.join(direct, "direct_node", "left")
-        .join(by_component, "component", "left")
-        .join(anchors, "component", "left")
-        .join(sets, "set_id")
-        .select(key, F.coalesce("direct_profile", "component_profile").alias("known_profile"),
-                F.col("direct_profile").isNotNull().alias("_direct"), "anchor",
-                # The profile's number: a direct set's profile vertex, else its component's label
-                # (a profile's vertex when linked, the anchor's number when anonymous).
-                F.coalesce("direct_vertex", "component").alias("profile_key"))
+    owner = _vertex(0, F.struct(priority_rank(F.col("primary_namespace"), priority).alias("rank"),
+                                F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id")))
+    # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
+    # profile_id) and every profile listing it, as vertices (a shared identity joins their profiles).
+    listed = tables.small_side(
+        profiles.select("profile_id", owner.alias("owner"), F.explode("nodes").alias("node"))
+        .groupBy("node").agg(F.min("profile_id").alias("direct_profile"),
+                             F.sort_array(F.collect_list("owner")).alias("owners")),
+        broadcast_max_rows)
+    rank = _rank_order(F.col("node"), priority)
+    per_set = set_nodes.join(listed, "node", "left").groupBy("set_id").agg(
+        F.min(F.when(F.col("direct_profile").isNotNull(), F.struct(rank.alias("rank"), "direct_profile")))
+        ["direct_profile"].alias("direct_profile"),
+        F.sort_array(F.array_distinct(F.flatten(F.collect_list(
+            F.coalesce("owners", F.array(_vertex(1, rank))))))).alias("vertices"),
     )
-    anonymous = F.col("known_profile").isNull()
-    anchor_ns, anchor_id = _node_ns(F.col("anchor")), _node_id(F.col("anchor"))
-    return set_profile.select(
+    # A star from each group's smallest vertex to its others: a set's vertices, a shared identity's profiles.
+    def stars(groups: DataFrame, column: str) -> DataFrame:
+        return groups.where(F.size(column) > 1).select(
+            F.get(F.col(column), 0).alias("src"), F.explode(F.slice(column, 2, 1 << 30)).alias("dst"))
+
+    components, rounds = connected_components(stars(per_set, "vertices").union(stars(listed, "owners")),
+                                              max_iterations)
+    components = tables.small_side(components.select(F.col("node").alias("_first"), "component"),
+                                   broadcast_max_rows)
+    # A set without a listed identity has only unlisted ones, all in one component (an identity in
+    # no edge is its own): its first vertex's component is the set's.
+    resolved = per_set.select("set_id", "direct_profile", F.get(F.col("vertices"), 0).alias("_first")).join(
+        components, "_first", "left").select(
+        "set_id", "direct_profile", F.coalesce("component", "_first").alias("label"))
+    label = F.col("label")
+    anonymous = F.col("direct_profile").isNull() & (label["is_identity"] == 1)
+    owner_id = F.coalesce("direct_profile", profile_id(label["ns"], label["id"]))
+    return resolved.join(sets, "set_id").select(
         key,
-        "profile_key",
-        F.coalesce("known_profile", profile_id(anchor_ns, anchor_id)).alias("profile_id"),
-        F.when(F.col("_direct"), F.lit("direct")).when(~anonymous, F.lit("linked"))
+        _profile_key(owner_id).alias("profile_key"),
+        owner_id.alias("profile_id"),
+        F.when(F.col("direct_profile").isNotNull(), F.lit("direct")).when(~anonymous, F.lit("linked"))
         .otherwise(F.lit("anonymous")).alias("resolution"),
-        F.when(anonymous, anchor_ns).alias("anonymous_namespace"),
-        F.when(anonymous, anchor_id).alias("anonymous_id"),
-    ), vertices, rounds
+        F.when(anonymous, label["ns"]).alias("anonymous_namespace"),
+        F.when(anonymous, label["id"]).alias("anonymous_id"),
+    ), rounds
 
 
 def attach_profiles(events: DataFrame, set_profile: DataFrame, key: str, as_of: dt.date) -> DataFrame:
@@ -393,7 +390,8 @@ def resolve_keys(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     each key first seen before `as_of` takes its node set's resolution, and the events meet it in
     one equi-join on the key (`key_join`), broadcast when there are at most `broadcast_max_sets`
     keys. Returns what `resolve` returns."""
-    key_profile, keyed, rounds = resolve_sets(keys, profiles, as_of, priority, max_iterations, key="identity_key")
+    key_profile, keyed, rounds = resolve_sets(keys, profiles, as_of, priority, max_iterations, key="identity_key",
+                                               broadcast_max_rows=broadcast_max_sets)
     key_profile, key = key_join(key_profile, events, broadcast_max_sets)
     return attach_profiles(events, key_profile, key, as_of), keyed, rounds
 
@@ -437,7 +435,8 @@ def resolve(  # noqa: PLR0917 - the inputs of one resolution, named at every cal
     Every rule works on the distinct identity sets (profile-sized); the events meet the result in
     one equi-join on their set, broadcast when there are at most `broadcast_max_sets` sets.
     """
-    set_profile, keyed, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations)
+    set_profile, keyed, rounds = resolve_sets(links, profiles, as_of, priority, max_iterations,
+                                              broadcast_max_rows=broadcast_max_sets)
     set_profile = tables.broadcast_small(set_profile, set_profile.count(), broadcast_max_sets)
     resolved = attach_profiles(with_nodes(events), set_profile, "identity_nodes", as_of)
     return resolved, keyed, rounds
