@@ -188,13 +188,13 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
     return labels.withColumnRenamed("label", "component"), rounds
 
 
-def key_node_rows(keyed: DataFrame, by: str) -> DataFrame:
-    """(by, node) for every usable identity in each row's `identity_key` (its sorted identityMap
+def key_node_rows(keyed: DataFrame, *by: str) -> DataFrame:
+    """(*by, node) for every usable identity in each row's `identity_key` (its sorted identityMap
     entries), natively: two explodes, no lambda. The nodes are those `identity_nodes` gives."""
-    entries = keyed.select(by, F.inline("identity_key"))
-    ids = entries.select(by, F.col("key").alias("ns"), F.explode("value").alias("i"))
+    entries = keyed.select(*by, F.inline("identity_key"))
+    ids = entries.select(*by, F.col("key").alias("ns"), F.explode("value").alias("i"))
     usable = ids.where(quality.usable_identity(F.col("ns"), F.col("i.id")))
-    return usable.select(by, node_key(F.col("ns"), F.col("i.id")).alias("node"))
+    return usable.select(*by, node_key(F.col("ns"), F.col("i.id")).alias("node"))
 
 
 def key_links(events: DataFrame) -> DataFrame:
@@ -322,8 +322,10 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     two profiles, make edges: most sets sit inside one profile, so the graph holds the anonymous and
     linking identities, not all of them.
     """
-    set_nodes = (sets.select("set_id", F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
-                 else key_node_rows(sets, "set_id"))
+    # Each set's key rides along (one per set), so the answer needs no join back to the sets.
+    by = list(dict.fromkeys(["set_id", key]))
+    set_nodes = (sets.select(*by, F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
+                 else key_node_rows(sets, *by))
     owner = _vertex(0, F.struct(priority_rank(F.col("primary_namespace"), priority).alias("rank"),
                                 F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id")))
     # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
@@ -339,7 +341,8 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
         ["direct_profile"].alias("direct_profile"),
         F.sort_array(F.array_distinct(F.flatten(F.collect_list(
             F.coalesce("owners", F.array(_vertex(1, rank))))))).alias("vertices"),
-    )
+        F.any_value(key).alias(key),
+    ).localCheckpoint()  # read by the graph's edges and by the answer
     # A star from each group's smallest vertex to its others: a set's vertices, a shared identity's profiles.
     def stars(groups: DataFrame, column: str) -> DataFrame:
         return groups.where(F.size(column) > 1).select(
@@ -351,13 +354,12 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
                                    broadcast_max_rows)
     # A set without a listed identity has only unlisted ones, all in one component (an identity in
     # no edge is its own): its first vertex's component is the set's.
-    resolved = per_set.select("set_id", "direct_profile", F.get(F.col("vertices"), 0).alias("_first")).join(
-        components, "_first", "left").select(
-        "set_id", "direct_profile", F.coalesce("component", "_first").alias("label"))
+    resolved = per_set.select(key, "direct_profile", F.get(F.col("vertices"), 0).alias("_first")).join(
+        components, "_first", "left").select(key, "direct_profile", F.coalesce("component", "_first").alias("label"))
     label = F.col("label")
     anonymous = F.col("direct_profile").isNull() & (label["is_identity"] == 1)
     owner_id = F.coalesce("direct_profile", profile_id(label["ns"], label["id"]))
-    return resolved.join(sets, "set_id").select(
+    return resolved.select(
         key,
         _profile_key(owner_id).alias("profile_key"),
         owner_id.alias("profile_id"),
