@@ -212,11 +212,17 @@ def _rank_order(node: Column, priority: Sequence[str]) -> Column:
     return F.struct(priority_rank(ns, priority).alias("rank"), ns.alias("ns"), _node_id(node).alias("id"))
 
 
-def _vertex(is_identity: int, rank: Column) -> Column:
+def _vertex(is_identity: int, rank: Column, ns: Column, identity: Column) -> Column:
     """A vertex of the contracted graph, ordered as the rules choose: every snapshot profile (by its
     primary identity's rank) before every identity no profile lists (by its own rank)."""
-    return F.struct(F.lit(is_identity).alias("is_identity"), rank["rank"].alias("rank"), rank["ns"].alias("ns"),
-                    rank["id"].alias("id"))
+    return F.struct(F.lit(is_identity).alias("is_identity"), rank.alias("rank"), ns.alias("ns"), identity.alias("id"))
+
+
+def _stars(groups: DataFrame, vertices: str) -> DataFrame:
+    """Edges from each group's smallest vertex to its others (`vertices`: a sorted array; groups of
+    one vertex make none)."""
+    return groups.where(F.size(vertices) > 1).select(
+        F.get(F.col(vertices), 0).alias("src"), F.explode(F.slice(vertices, 2, 1 << 30)).alias("dst"))
 
 
 def _profile_key(profile: Column) -> Column:
@@ -326,8 +332,8 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     by = list(dict.fromkeys(["set_id", key]))
     set_nodes = (sets.select(*by, F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
                  else key_node_rows(sets, *by))
-    owner = _vertex(0, F.struct(priority_rank(F.col("primary_namespace"), priority).alias("rank"),
-                                F.col("primary_namespace").alias("ns"), F.col("primary_id").alias("id")))
+    ns, primary = F.col("primary_namespace"), F.col("primary_id")
+    owner = _vertex(0, priority_rank(ns, priority), ns, primary)
     # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
     # profile_id) and every profile listing it, as vertices (a shared identity joins their profiles).
     listed = tables.small_side(
@@ -340,15 +346,11 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
         F.min(F.when(F.col("direct_profile").isNotNull(), F.struct(rank.alias("rank"), "direct_profile")))
         ["direct_profile"].alias("direct_profile"),
         F.sort_array(F.array_distinct(F.flatten(F.collect_list(
-            F.coalesce("owners", F.array(_vertex(1, rank))))))).alias("vertices"),
+            F.coalesce("owners", F.array(_vertex(1, rank["rank"], rank["ns"], rank["id"]))))))).alias("vertices"),
         F.any_value(key).alias(key),
     ).localCheckpoint()  # read by the graph's edges and by the answer
-    # A star from each group's smallest vertex to its others: a set's vertices, a shared identity's profiles.
-    def stars(groups: DataFrame, column: str) -> DataFrame:
-        return groups.where(F.size(column) > 1).select(
-            F.get(F.col(column), 0).alias("src"), F.explode(F.slice(column, 2, 1 << 30)).alias("dst"))
-
-    components, rounds = connected_components(stars(per_set, "vertices").union(stars(listed, "owners")),
+    # Edges: a set reaching two vertices or more, an identity listed by two profiles or more.
+    components, rounds = connected_components(_stars(per_set, "vertices").union(_stars(listed, "owners")),
                                               max_iterations)
     components = tables.small_side(components.select(F.col("node").alias("_first"), "component"),
                                    broadcast_max_rows)
