@@ -189,12 +189,14 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
 
 
 def key_node_rows(keyed: DataFrame, *by: str) -> DataFrame:
-    """(*by, node) for every usable identity in each row's `identity_key` (its sorted identityMap
-    entries), natively: two explodes, no lambda. The nodes are those `identity_nodes` gives."""
+    """(*by, ns, id) for every usable identity in each row's `identity_key` (its sorted identityMap
+    entries), natively: two explodes, no lambda. The identities are the nodes `identity_nodes` gives,
+    kept apart: the resolution looks them up and ranks them by namespace and id, so a `namespace:id`
+    string built per identity would only be taken apart again."""
     entries = keyed.select(*by, F.inline("identity_key"))
     ids = entries.select(*by, F.col("key").alias("ns"), F.explode("value").alias("i"))
     usable = ids.where(quality.usable_identity(F.col("ns"), F.col("i.id")))
-    return usable.select(*by, node_key(F.col("ns"), F.col("i.id")).alias("node"))
+    return usable.select(*by, "ns", F.col("i.id").alias("id"))
 
 
 def key_links(events: DataFrame) -> DataFrame:
@@ -204,12 +206,6 @@ def key_links(events: DataFrame) -> DataFrame:
     resolution turns only the distinct keys (profile-sized) into nodes (`key_node_rows`).
     """
     return events.groupBy("identity_key").agg(F.min("ts").alias("first_seen"))
-
-
-def _rank_order(node: Column, priority: Sequence[str]) -> Column:
-    """How identities rank: namespace priority, then namespace, then id."""
-    ns = _node_ns(node)
-    return F.struct(priority_rank(ns, priority).alias("rank"), ns.alias("ns"), _node_id(node).alias("id"))
 
 
 def _vertex(is_identity: int, rank: Column, ns: Column, identity: Column) -> Column:
@@ -330,23 +326,26 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     """
     # Each set's key rides along (one per set), so the answer needs no join back to the sets.
     by = list(dict.fromkeys(["set_id", key]))
-    set_nodes = (sets.select(*by, F.explode("identity_nodes").alias("node")) if carried == "identity_nodes"
-                 else key_node_rows(sets, *by))
+    if carried == "identity_nodes":
+        nodes = sets.select(*by, F.explode("identity_nodes").alias("node"))
+        set_nodes = nodes.select(*by, _node_ns(F.col("node")).alias("ns"), _node_id(F.col("node")).alias("id"))
+    else:
+        set_nodes = key_node_rows(sets, *by)
     ns, primary = F.col("primary_namespace"), F.col("primary_id")
     owner = _vertex(0, priority_rank(ns, priority), ns, primary)
     # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
     # profile_id) and every profile listing it, as vertices (a shared identity joins their profiles).
     listed = tables.small_side(
         profiles.select("profile_id", owner.alias("owner"), F.explode("nodes").alias("node"))
-        .groupBy("node").agg(F.min("profile_id").alias("direct_profile"),
-                             F.sort_array(F.collect_list("owner")).alias("owners")),
+        .groupBy(_node_ns(F.col("node")).alias("ns"), _node_id(F.col("node")).alias("id"))
+        .agg(F.min("profile_id").alias("direct_profile"), F.sort_array(F.collect_list("owner")).alias("owners")),
         broadcast_max_rows)
-    rank = _rank_order(F.col("node"), priority)
-    per_set = set_nodes.join(listed, "node", "left").groupBy("set_id").agg(
+    rank = F.struct(priority_rank(F.col("ns"), priority).alias("rank"), F.col("ns"), F.col("id"))
+    per_set = set_nodes.join(listed, ["ns", "id"], "left").groupBy("set_id").agg(
         F.min(F.when(F.col("direct_profile").isNotNull(), F.struct(rank.alias("rank"), "direct_profile")))
         ["direct_profile"].alias("direct_profile"),
         F.sort_array(F.array_distinct(F.flatten(F.collect_list(
-            F.coalesce("owners", F.array(_vertex(1, rank["rank"], rank["ns"], rank["id"]))))))).alias("vertices"),
+            F.coalesce("owners", F.array(_vertex(1, rank["rank"], F.col("ns"), F.col("id")))))))).alias("vertices"),
         F.any_value(key).alias(key),
     ).localCheckpoint()  # read by the graph's edges and by the answer
     # Edges: a set reaching two vertices or more, an identity listed by two profiles or more.
