@@ -351,8 +351,9 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     # Edges: a set reaching two vertices or more, an identity listed by two profiles or more.
     components, rounds = connected_components(_stars(per_set, "vertices").union(_stars(listed, "owners")),
                                               max_iterations)
-    components = tables.small_side(components.select(F.col("node").alias("_first"), "component"),
-                                   broadcast_max_rows)
+    # Already materialized by the rounds: counted for the broadcast decision, not copied again.
+    components = components.select(F.col("node").alias("_first"), "component")
+    components = tables.broadcast_small(components, components.count(), broadcast_max_rows)
     # A set without a listed identity has only unlisted ones, all in one component (an identity in
     # no edge is its own): its first vertex's component is the set's.
     resolved = per_set.select(key, "direct_profile", F.get(F.col("vertices"), 0).alias("_first")).join(
