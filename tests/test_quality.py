@@ -85,6 +85,15 @@ def test_duplicates_keep_one_valid_earliest_copy(spark):
         assert reasons == ["duplicate_id", "duplicate_id", "unparseable_timestamp"]
 
 
+def test_each_row_is_parsed_and_checked_once(spark):
+    """The timestamp is parsed and the row checks run once per row: in one projection, the checks'
+    later branches would parse the timestamp again and `raw` would repeat every check."""
+    rows = spark.createDataFrame([("a", "2025-01-01T10:00:00Z", ids())], MINIMAL)
+    plan = rows.transform(quality.parse_events(CLOCK))._jdf.queryExecution().optimizedPlan().toString()
+    assert plan.count("try_cast(timestamp") == 1
+    assert plan.count("THEN missing_identity") == 1
+
+
 def test_categories_come_from_product_list_items(spark):
     schema = MINIMAL + (", productListItems array<struct<SKU:string, productCategories:"
                         "array<struct<categoryID:string, categoryName:string>>>>")

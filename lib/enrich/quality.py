@@ -135,9 +135,9 @@ def _categories(df: DataFrame) -> Column:
     categories = F.coalesce(F.flatten(items), F.flatten(F.array_compact(items)))
     empty = F.array().cast("array<string>")
     # The general case names each category in a lambda (interpreted, per category): blank names
-    # are null, a blank name falls back to the id. A lambda also keeps the parse's projection out
-    # of whole-stage code generation, which suits it: generated whole, the parse is one method too
-    # big for the JIT to compile (about 11 KB; see `session.local_conf`), so it is faster as the
+    # are null, a blank name falls back to the id. A lambda also keeps the parse's last projection
+    # out of whole-stage code generation, which suits it: generated whole, that projection is one
+    # method too big for the JIT to compile (see `session.local_conf`), so it is faster as the
     # separate small methods Spark generates for a projection it does not fuse with the scan.
     named = F.coalesce(F.array_distinct(F.array_compact(F.transform(categories, name))), empty)
     if not isinstance(cats.elementType[names[0]].dataType, StringType):
@@ -214,10 +214,6 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
         corrupt = tables.CORRUPT_RECORD in raw.columns
         original = [c for c in raw.columns if c != tables.CORRUPT_RECORD]
         corrupt_text = F.col(tables.CORRUPT_RECORD) if corrupt else F.lit(None).cast("string")
-        event_type = _optional(raw, "eventType", "string")
-        price = _optional(raw, "commerce.order.priceTotal", "double")
-        ts = F.col("timestamp").try_cast("timestamp")  # ISO-8601 with 'T', fractions, a zone; else null
-        ts_text = F.col("timestamp").cast("string")
         key = identity_key(F.col("identityMap"))
         flags = {
             "is_page_view": (xdm.EVENT_PAGE_VIEW, "web.webPageDetails.pageViews.value"),
@@ -226,32 +222,46 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
             "is_checkout": (xdm.EVENT_CHECKOUT, "commerce.checkouts.value"),
             "is_purchase": (xdm.EVENT_PURCHASE, "commerce.purchases.value"),
         }
-        is_flag = {name: F.coalesce(event_type == kind, F.lit(False))
-                   | (F.coalesce(_optional(raw, path, "double"), F.lit(0.0)) > 0)
-                   for name, (kind, path) in flags.items()}
+        event_type = _optional(raw, "eventType", "string")
+        # In steps, each value computed once and read by name: in one projection, an expression in
+        # a later branch of a CASE (the row checks) is evaluated anew, so the timestamp would be
+        # parsed up to five times per row and the checks run twice (once more for `raw`). Spark
+        # keeps the steps apart because their expressions are not cheap to repeat.
+        fields = raw.select(
+            *original,
+            corrupt_text.alias("_corrupt"),
+            F.col("timestamp").try_cast("timestamp").alias("_ts"),  # ISO-8601 with 'T', fractions, a zone
+            _optional(raw, "commerce.order.priceTotal", "double").alias("_price"),
+            *[(F.coalesce(event_type == kind, F.lit(False))
+               | (F.coalesce(_optional(raw, path, "double"), F.lit(0.0)) > 0)).alias(name)
+              for name, (kind, path) in flags.items()],
+        )
+        ts, price, ts_text = F.col("_ts"), F.col("_price"), F.col("timestamp").cast("string")
         row_reason = (
-            F.when(corrupt_text.isNotNull(), F.lit("malformed_record"))
+            F.when(F.col("_corrupt").isNotNull(), F.lit("malformed_record"))
             .when(F.col("_id").isNull() | (F.trim(F.col("_id")) == ""), F.lit("missing_id"))
             .when(~_has_identity(F.col("identityMap")), F.lit("missing_identity"))
             .when(ts_text.isNull() | (F.trim(ts_text) == ""), F.lit("missing_timestamp"))
             .when(ts.isNull(), F.lit("unparseable_timestamp"))
             .when(ts > clock_lit, F.lit("future_timestamp"))
             .when(price < 0, F.lit("negative_price"))
-            .when(is_flag["is_purchase"] & price.isNull(), F.lit("missing_price"))
+            .when(F.col("is_purchase") & price.isNull(), F.lit("missing_price"))
         )
-        return raw.select(
+        checked = fields.select("*", row_reason.alias("row_reason"))
+        return checked.select(
             F.col("_id").alias("event_id"),
             ts.alias("ts"),
             event_type.alias("event_type"),
             key.alias("identity_key"),
             F.xxhash64(key).alias("key_hash"),
-            *[column.alias(name) for name, column in is_flag.items()],
-            F.when(is_flag["is_purchase"], price).alias("revenue"),
+            *flags,
+            F.when(F.col("is_purchase"), price).alias("revenue"),
             _optional(raw, "commerce.order.purchaseID", "string").alias("order_id"),
             _categories(raw).alias("categories"),
-            row_reason.alias("row_reason"),
+            "row_reason",
             # Built for the rows that fail a check (few); a duplicate's is built where it is found.
-            F.when(row_reason.isNotNull(), F.coalesce(corrupt_text, F.to_json(F.struct(*original)))).alias("raw"),
+            F.when(F.col("row_reason").isNotNull(), F.coalesce(F.col("_corrupt"), F.to_json(F.struct(*original))))
+            .alias("raw"),
         )
 
     return transform
