@@ -279,26 +279,45 @@ def _preference() -> Column:
     return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.xxhash64(*PARSED))
 
 
-def duplicate_copies(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
-    """(_copy, _dropped, _parsed): the rows that are copies of a duplicated `_id` and not the one
-    kept, each with its parsed fields as JSON (`_parsed`, what quarantine keeps of a duplicate).
+def id_hash() -> Column:
+    """`_h`: the 64-bit hash of a row's `_id` (null when it has none), what duplicates are found by."""
+    return F.when(F.col("event_id").isNotNull(), F.xxhash64("event_id"))
 
-    `rows` are parsed rows with `_copy`, an id of the physical row (materialize them first, so that
-    every reader sees the same ids). Candidates are found by counting 64-bit hashes of `_id` (a
-    hash aggregation of longs: no rows and no strings shuffled); only the candidates' rows are
-    grouped by `_id` (hash collisions fall out there: a group of one drops nothing). Marking the
-    rows (`mark_duplicates`) is then a join on a 64-bit key, not on the `_id` string, and the
-    quarantine reads no parsed field of any row: the few copies dropped bring theirs. Runs the hash
-    count (`tables.small_side`); the copies themselves stay lazy.
+
+def repeated_ids(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
+    """(_h, _repeated): the `_id` hashes two rows or more share, materialized (this runs the count),
+    marked for broadcast when there are at most `broadcast_max_ids`.
+
+    `rows` are parsed rows with `_h` (`id_hash`) and `_copy`, an id of the physical row (kept, so
+    that every reader sees the same ids). Counting 64-bit hashes is a hash aggregation of longs: no
+    row and no string is shuffled. Hash collisions fall out later, where the candidates are grouped
+    by `_id` (`duplicate_copies`: a group of one drops nothing).
     """
-    named = rows.where(F.col("event_id").isNotNull()).withColumn("_h", F.xxhash64("event_id"))
-    repeated = named.groupBy("_h").count().where(F.col("count") > 1).select("_h")
+    repeated = (rows.where(F.col("_h").isNotNull()).groupBy("_h").count().where(F.col("count") > 1)
+                .select("_h", F.lit(True).alias("_repeated")))
     # Without adaptive execution for this one count: it would fill a not yet kept `rows` in a stage
     # of its own and read it back, where this way the task that keeps a row also hashes it.
     with tables.spark_conf(rows.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
-        repeated = tables.small_side(repeated, broadcast_max_ids)
-    candidates = named.join(repeated, "_h", "left_semi")
-    groups = candidates.groupBy("event_id").agg(
+        return tables.small_side(repeated, broadcast_max_ids)
+
+
+def leaving(rows: DataFrame, repeated: DataFrame) -> DataFrame:
+    """The rows that may leave the events, materialized: every row failing a check, and every copy
+    of an `_id` whose hash is `repeated` (those have `_repeated`). One pass over `rows` finds both,
+    so the quarantine and the choice among copies read only these few rows afterwards."""
+    flagged = rows.join(repeated, "_h", "left").withColumn("_repeated", F.coalesce("_repeated", F.lit(False)))
+    return flagged.where(F.col("row_reason").isNotNull() | F.col("_repeated")).localCheckpoint()
+
+
+def duplicate_copies(candidates: DataFrame) -> DataFrame:
+    """(_copy, _dropped, _parsed): the copies of a duplicated `_id` that are not the one kept, each
+    with its parsed fields as JSON (`_parsed`, what quarantine keeps of a duplicate).
+
+    `candidates` are the rows whose `_id` hash is repeated (`leaving`, a few rows), grouped here by
+    `_id`. Marking the rows (`mark_duplicates`) is then a join on the 64-bit `_copy`, not on the
+    `_id` string, and the copies dropped bring the fields quarantine keeps of them. Lazy.
+    """
+    groups = candidates.where(F.col("event_id").isNotNull()).groupBy("event_id").agg(
         F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"),
         F.collect_list(F.struct("_copy", _parsed().alias("_parsed"))).alias("_copies"))
     copies = groups.select("_keeper", F.inline("_copies"))
@@ -314,13 +333,13 @@ def _parsed() -> Column:
 def mark_duplicates(dropped: DataFrame) -> Callable[[DataFrame], DataFrame]:
     """Give every row its `reason` (its row check's, or `duplicate_id` for a copy in `dropped`, from
     `duplicate_copies`) and `raw` (a failed check's original row, or a duplicate's `_parsed`);
-    `_copy` and `row_reason` go."""
+    `_copy`, `row_reason` and the duplicate search's `_h` and `_repeated` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
         reason = F.coalesce(F.col("row_reason"), F.when(F.col("_dropped"), F.lit("duplicate_id")))
         marked = rows.join(dropped, "_copy", "left").withColumn("reason", reason)
         raw = F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), F.col("_parsed")))
-        return marked.withColumn("raw", raw).drop("_copy", "_dropped", "_parsed", "row_reason")
+        return marked.withColumn("raw", raw).drop("_copy", "_dropped", "_parsed", "row_reason", "_h", "_repeated")
 
     return transform
 
@@ -331,7 +350,8 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
 
     The plain composition, for small inputs, tests and labels: it numbers every `_id`'s copies in
     a window (a shuffle of all rows). The features job materializes the parsed rows once and
-    shuffles only ids (`duplicate_copies`, `mark_duplicates`); both keep the same copy.
+    shuffles only id hashes (`repeated_ids`, `leaving`, `duplicate_copies`, `mark_duplicates`);
+    both keep the same copy.
     """
 
     def transform(raw: DataFrame) -> DataFrame:

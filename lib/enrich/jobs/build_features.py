@@ -132,16 +132,22 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     # events. On disk, not in memory: cached in memory they would hold half of the execution
     # memory the feature sort needs.
     rows = (raw.transform(quality.parse_events(clock))
-            .withColumn("_copy", F.monotonically_increasing_id()).persist(StorageLevel.DISK_ONLY))
-    # Duplicated _ids are found by counting hashes of ids (this fills the cache); the few copies
-    # not kept go to the rows by broadcast, as row ids.
+            .withColumn("_copy", F.monotonically_increasing_id()).withColumn("_h", quality.id_hash())
+            .persist(StorageLevel.DISK_ONLY))
+    # The pass that fills the cache counts the rows and the hashes of their ids; one more pass
+    # keeps the rows that may leave the events (failing a check, or sharing an id hash). The
+    # copies not kept are chosen among those, and go to the rows by broadcast, as row ids.
     max_ids = cfg.quality.broadcast_max_duplicate_ids
-    dropped = tables.small_side(quality.duplicate_copies(rows, max_ids), max_ids)
-    checked = rows.transform(quality.mark_duplicates(dropped))
-    observed, validation = tables.observe(checked, "validation", **quality.reason_counts())
-    tables.write(quality.quarantine_rows(observed, "events", run_id), cfg.quarantine_path("events"), "delta")
-    counts = tables.counts(validation)
+    counted, read = tables.observe(rows, "read", rows=F.count(F.lit(1)))
+    leaving = quality.leaving(rows, quality.repeated_ids(counted, max_ids))
+    dropped = tables.small_side(quality.duplicate_copies(leaving.where("_repeated")), max_ids)
+    quarantined, validation = tables.observe(
+        quality.quarantine_rows(leaving.transform(quality.mark_duplicates(dropped)), "events", run_id),
+        "validation", **quality.reason_counts())
+    tables.write(quarantined, cfg.quarantine_path("events"), "delta")
+    counts = tables.counts(validation) | {"rows": tables.counts(read)["rows"]}
     quality.enforce_threshold(counts, cfg.quality.max_invalid_fraction, cfg.events_path)
+    checked = rows.transform(quality.mark_duplicates(dropped))
     valid = checked.where(F.col("reason").isNull()).drop("reason", "raw")
     seconds["read+validate"] = time.perf_counter() - start
 
