@@ -335,13 +335,16 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     owner = _vertex(0, priority_rank(ns, priority), ns, primary)
     # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
     # profile_id) and every profile listing it, as vertices (a shared identity joins their profiles).
-    listed = tables.small_side(
+    listed = (
         profiles.select("profile_id", owner.alias("owner"), F.explode("nodes").alias("node"))
         .groupBy(_node_ns(F.col("node")).alias("ns"), _node_id(F.col("node")).alias("id"))
-        .agg(F.min("profile_id").alias("direct_profile"), F.sort_array(F.collect_list("owner")).alias("owners")),
-        broadcast_max_rows)
+        .agg(F.min("profile_id").alias("direct_profile"), F.sort_array(F.collect_list("owner")).alias("owners"))
+    ).localCheckpoint()
+    # Marked for broadcast where it is joined only: the graph's edges read it too, and a hint
+    # outside a join is ignored with a warning.
+    lookup = tables.broadcast_small(listed, listed.count(), broadcast_max_rows)
     rank = F.struct(priority_rank(F.col("ns"), priority).alias("rank"), F.col("ns"), F.col("id"))
-    per_set = set_nodes.join(listed, ["ns", "id"], "left").groupBy("set_id").agg(
+    per_set = set_nodes.join(lookup, ["ns", "id"], "left").groupBy("set_id").agg(
         F.min(F.when(F.col("direct_profile").isNotNull(), F.struct(rank.alias("rank"), "direct_profile")))
         ["direct_profile"].alias("direct_profile"),
         F.sort_array(F.array_distinct(F.flatten(F.collect_list(
