@@ -288,10 +288,9 @@ def repeated_ids(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFra
     """(_h, _repeated): the `_id` hashes two rows or more share, materialized (this runs the count),
     marked for broadcast when there are at most `broadcast_max_ids`.
 
-    `rows` are parsed rows with `_h` (`id_hash`) and `_copy`, an id of the physical row (kept, so
-    that every reader sees the same ids). Counting 64-bit hashes is a hash aggregation of longs: no
-    row and no string is shuffled. Hash collisions fall out later, where the candidates are grouped
-    by `_id` (`duplicate_copies`: a group of one drops nothing).
+    `rows` are parsed rows with `_h` (`id_hash`). Counting 64-bit hashes is a hash aggregation of
+    longs: no row and no string is shuffled. Hash collisions fall out later, where the candidates
+    are grouped by `_id` (`duplicate_copies`: a group of one drops nothing).
     """
     repeated = (rows.where(F.col("_h").isNotNull()).groupBy("_h").count().where(F.col("count") > 1)
                 .select("_h", F.lit(True).alias("_repeated")))
@@ -304,7 +303,8 @@ def repeated_ids(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFra
 def leaving(rows: DataFrame, repeated: DataFrame) -> DataFrame:
     """The rows that may leave the events, materialized: every row failing a check, and every copy
     of an `_id` whose hash is `repeated` (those have `_repeated`). One pass over `rows` finds both,
-    so the quarantine and the choice among copies read only these few rows afterwards."""
+    so the quarantine and the choice among copies read only these few rows afterwards. `rows` carry
+    `_copy`, an id of the physical row: kept, so that every reader sees the same ids."""
     flagged = rows.join(repeated, "_h", "left").withColumn("_repeated", F.coalesce("_repeated", F.lit(False)))
     return flagged.where(F.col("row_reason").isNotNull() | F.col("_repeated")).localCheckpoint()
 
@@ -313,11 +313,12 @@ def duplicate_copies(candidates: DataFrame) -> DataFrame:
     """(_copy, _dropped, _parsed): the copies of a duplicated `_id` that are not the one kept, each
     with its parsed fields as JSON (`_parsed`, what quarantine keeps of a duplicate).
 
-    `candidates` are the rows whose `_id` hash is repeated (`leaving`, a few rows), grouped here by
-    `_id`. Marking the rows (`mark_duplicates`) is then a join on the 64-bit `_copy`, not on the
-    `_id` string, and the copies dropped bring the fields quarantine keeps of them. Lazy.
+    `candidates` are the rows whose `_id` hash is repeated (`leaving`, a few rows; each has an
+    `_id`, since a row without one has no hash), grouped here by `_id`. Marking the rows
+    (`mark_duplicates`) is then a join on the 64-bit `_copy`, not on the `_id` string, and the
+    copies dropped bring the fields quarantine keeps of them. Lazy.
     """
-    groups = candidates.where(F.col("event_id").isNotNull()).groupBy("event_id").agg(
+    groups = candidates.groupBy("event_id").agg(
         F.min_by("_copy", F.struct(_preference(), F.col("_copy"))).alias("_keeper"),
         F.collect_list(F.struct("_copy", _parsed().alias("_parsed"))).alias("_copies"))
     copies = groups.select("_keeper", F.inline("_copies"))
