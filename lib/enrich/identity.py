@@ -81,7 +81,8 @@ def profile_id(ns: Column, identity: Column) -> Column:
 
 
 def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame:
-    """One row per snapshot profile: profile_id, primary identity, all identities as nodes.
+    """One row per snapshot profile: profile_id, primary identity, all identities as nodes and as
+    `identities` (array<struct<rank, ns, id>>, best first: what the resolution looks them up by).
 
     Snapshot rows that share a primary identity are one profile: their identities are merged and
     their other columns taken from one row chosen by content (whatever order the rows come in).
@@ -101,6 +102,7 @@ def snapshot_profiles(snapshot: DataFrame, priority: Sequence[str]) -> DataFrame
         best["ns"].alias("primary_namespace"),
         best["id"].alias("primary_id"),
         F.transform("_ids", lambda i: node_key(i["ns"], i["id"])).alias("nodes"),
+        F.col("_ids").alias("identities"),
         *[F.col("_row")[c].alias(c) for c in others],
     )
 
@@ -335,9 +337,10 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     owner = _vertex(0, priority_rank(ns, priority), ns, primary)
     # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
     # profile_id) and every profile listing it, as vertices (a shared identity joins their profiles).
+    # Read from the profiles' (ns, id) structs, not taken apart from their `namespace:id` nodes.
     listed = (
-        profiles.select("profile_id", owner.alias("owner"), F.explode("nodes").alias("node"))
-        .groupBy(_node_ns(F.col("node")).alias("ns"), _node_id(F.col("node")).alias("id"))
+        profiles.select("profile_id", owner.alias("owner"), F.inline("identities"))
+        .groupBy("ns", "id")
         .agg(F.min("profile_id").alias("direct_profile"), F.sort_array(F.collect_list("owner")).alias("owners"))
     ).localCheckpoint()
     # Marked for broadcast where it is joined only: the graph's edges read it too, and a hint
