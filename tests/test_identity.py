@@ -175,13 +175,32 @@ def test_snapshot_profile_id_is_stable_and_primary_is_the_best_identity(spark):
 
 def test_label_propagation_joins_a_long_chain_and_warns_at_its_bound(spark, caplog):
     chain = spark.createDataFrame([(f"n{i:02d}", f"n{i + 1:02d}") for i in range(40)], "src string, dst string")
-    components, rounds = identity.connected_components(chain, 20)
+    components, rounds, nodes = identity.connected_components(chain, 20)
     assert {r.component for r in components.collect()} == {"n00"}
+    assert nodes == components.count() == 41
     assert rounds < 20  # pointer jumping converges in about log2(40) rounds
     with caplog.at_level(logging.WARNING, logger="enrich.identity"):
-        partial, used = identity.connected_components(chain, 1)
+        partial, used, _ = identity.connected_components(chain, 1)
     assert used == 1 and "identity.max_iterations=1" in caplog.text
     assert partial.select("component").distinct().count() > 1
+
+
+def test_a_kept_table_is_counted_by_the_job_that_keeps_it(spark):
+    """kept_counted runs the jobs a plain localCheckpoint runs, no count after them."""
+    frame = spark.range(1000).groupBy((F.col("id") % 7).alias("k")).count()
+
+    def jobs(group: str, action) -> tuple[int, object]:
+        spark.sparkContext.setJobGroup(group, group)
+        try:
+            result = action()
+        finally:
+            spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group)), result
+
+    plain, _ = jobs("plain-checkpoint", frame.localCheckpoint)
+    counted, (kept, rows) = jobs("kept-counted", lambda: tables.kept_counted(frame))
+    assert rows == 7 and kept.count() == 7
+    assert counted == plain
 
 
 def test_identity_shuffles_are_sized_to_the_sets_not_the_session(spark, monkeypatch):

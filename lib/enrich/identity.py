@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame, Window
@@ -144,14 +145,16 @@ def event_links(events: DataFrame) -> DataFrame:
     return with_nodes(events).groupBy("identity_nodes").agg(F.min("ts").alias("first_seen"))
 
 
-def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int]:
-    """(node, component) by min-label propagation with pointer jumping; returns the rounds used.
+def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFrame, int, int]:
+    """(node, component) by min-label propagation with pointer jumping (materialized); returns the
+    rounds used and the number of nodes.
 
     Each round takes, for every node, the smallest label among itself and its neighbours, then
     jumps to its label's label. Labels only decrease, so the rounds end when none changes; the
-    graph is never collected, only the count of changed labels. Rounds needed grow with the
-    graph's depth: identity graphs are shallow (devices around a person); a long chain of
-    pairwise links is the worst case, and stops at the bound with a warning.
+    graph is never collected, only the count of changed labels, observed by the job that keeps the
+    round's labels. Rounds needed grow with the graph's depth: identity graphs are shallow (devices
+    around a person); a long chain of pairwise links is the worst case, and stops at the bound
+    with a warning.
 
     The jump is a window over each label's askers and its own row, not a join of the labels with
     themselves: a checkpoint keeps its plan's size estimate, and a self-join per round would square
@@ -159,7 +162,8 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
     """
     both = edges.select("src", "dst").union(edges.select(F.col("dst").alias("src"), F.col("src").alias("dst")))
     both = both.where(F.col("src").isNotNull() & F.col("dst").isNotNull()).distinct().localCheckpoint()
-    labels = both.select(F.col("src").alias("node")).distinct().withColumn("label", F.col("node")).localCheckpoint()
+    labels, nodes = tables.kept_counted(both.select(F.col("src").alias("node")).distinct()
+                                        .withColumn("label", F.col("node")))
     rounds = 0
     for rounds in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
         none = F.lit(None).cast(labels.schema["node"].dataType)
@@ -178,16 +182,17 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
         rows = asks.union(answers).select("key", "node", "previous",
                                           F.max("answer").over(Window.partitionBy("key")).alias("hop"))
         jumped = rows.where(F.col("node").isNotNull()).select(
-            "node", F.least("key", F.coalesce("hop", "key")).alias("label"), "previous").localCheckpoint()
+            "node", F.least("key", F.coalesce("hop", "key")).alias("label"), "previous")
         # Converged when every node kept the label it came into the round with.
-        changed = jumped.where(F.col("label") != F.col("previous")).count()
-        labels = jumped.select("node", "label")
-        if changed == 0:
+        jumped, changes = tables.observe(jumped, f"round-{uuid.uuid4().hex}",
+                                         changed=F.count_if(F.col("label") != F.col("previous")))
+        labels = jumped.localCheckpoint().select("node", "label")
+        if tables.counts(changes)["changed"] == 0:
             break
     else:
         log.warning("identity graph: label propagation stopped at identity.max_iterations=%d before "
                     "converging; some components may be split", max_iterations)
-    return labels.withColumnRenamed("label", "component"), rounds
+    return labels.withColumnRenamed("label", "component"), rounds, nodes
 
 
 def key_node_rows(keyed: DataFrame, *by: str) -> DataFrame:
@@ -252,9 +257,9 @@ def resolve_sets(  # noqa: PLR0917 - the inputs of one resolution, named at ever
     """
     cutoff = utc.midnight(as_of)
     carried = "identity_nodes" if "identity_nodes" in links.columns else "identity_key"
-    sets = (links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, carried]))
-            .withColumn("set_id", F.monotonically_increasing_id()).localCheckpoint())
-    sets, partitions = coalesced(sets)
+    sets, rows = tables.kept_counted(links.where(F.col("first_seen") < cutoff).select(*dict.fromkeys([key, carried]))
+                                     .withColumn("set_id", F.monotonically_increasing_id()))
+    sets, partitions = coalesced(sets, rows)
     sized = {} if partitions is None else {"spark.sql.shuffle.partitions": str(partitions)}
     with tables.spark_conf(sets.sparkSession, sized):
         set_profile, rounds = _rules(sets, profiles, priority, max_iterations, key, carried, broadcast_max_rows)
@@ -288,26 +293,27 @@ def profile_keys(set_profile: DataFrame, profiles: DataFrame) -> DataFrame:
     return known.unionByName(anonymous)
 
 
-def _partitions_for(table: DataFrame) -> int | None:
-    """Partitions for a profile-sized table (identity sets, snapshot profiles): about
-    `SETS_PER_PARTITION` rows each, at least one per core, at most the session's shuffle partitions
-    (sized for events, far more rows); None where the platform sizes shuffles itself (Databricks'
-    "auto"). Counts the table."""
+def _partitions_for(table: DataFrame, rows: int | None = None) -> int | None:
+    """Partitions for a profile-sized table (identity sets, snapshot profiles) of `rows` rows (None:
+    counted here): about `SETS_PER_PARTITION` rows each, at least one per core, at most the
+    session's shuffle partitions (sized for events, far more rows); None where the platform sizes
+    shuffles itself (Databricks' "auto")."""
     spark = table.sparkSession
     try:
         session = int(spark.conf.get("spark.sql.shuffle.partitions") or "")
     except ValueError:
         return None
-    wanted = max(spark.sparkContext.defaultParallelism, -(-table.count() // SETS_PER_PARTITION))
+    rows = table.count() if rows is None else rows
+    wanted = max(spark.sparkContext.defaultParallelism, -(-rows // SETS_PER_PARTITION))
     return min(session, wanted)
 
 
-def coalesced(table: DataFrame) -> tuple[DataFrame, int | None]:
+def coalesced(table: DataFrame, rows: int | None = None) -> tuple[DataFrame, int | None]:
     """A kept (persisted or checkpointed) profile-sized table in `_partitions_for` partitions, so that
     every reader runs that many tasks, not the session's count (the snapshot's profiles: 16k of them
     came out of their aggregation in 32 partitions, and every use of them ran 32 tasks), and that
     count (None: left as it is, where the platform sizes shuffles)."""
-    partitions = _partitions_for(table)
+    partitions = _partitions_for(table, rows)
     return (table if partitions is None else table.coalesce(partitions)), partitions
 
 
@@ -338,14 +344,13 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
     # Every identity some snapshot profile lists: the profile rule 1 gives it (shared: the smallest
     # profile_id) and every profile listing it, as vertices (a shared identity joins their profiles).
     # Read from the profiles' (ns, id) structs, not taken apart from their `namespace:id` nodes.
-    listed = (
+    listed, listed_rows = tables.kept_counted(
         profiles.select("profile_id", owner.alias("owner"), F.inline("identities"))
         .groupBy("ns", "id")
-        .agg(F.min("profile_id").alias("direct_profile"), F.sort_array(F.collect_list("owner")).alias("owners"))
-    ).localCheckpoint()
+        .agg(F.min("profile_id").alias("direct_profile"), F.sort_array(F.collect_list("owner")).alias("owners")))
     # Marked for broadcast where it is joined only: the graph's edges read it too, and a hint
     # outside a join is ignored with a warning.
-    lookup = tables.broadcast_small(listed, listed.count(), broadcast_max_rows)
+    lookup = tables.broadcast_small(listed, listed_rows, broadcast_max_rows)
     rank = F.struct(priority_rank(F.col("ns"), priority).alias("rank"), F.col("ns"), F.col("id"))
     per_set = set_nodes.join(lookup, ["ns", "id"], "left").groupBy("set_id").agg(
         F.min(F.when(F.col("direct_profile").isNotNull(), F.struct(rank.alias("rank"), "direct_profile")))
@@ -355,11 +360,10 @@ def _rules(  # noqa: PLR0917 - the inputs of one resolution, named at every call
         F.any_value(key).alias(key),
     ).localCheckpoint()  # read by the graph's edges and by the answer
     # Edges: a set reaching two vertices or more, an identity listed by two profiles or more.
-    components, rounds = connected_components(_stars(per_set, "vertices").union(_stars(listed, "owners")),
-                                              max_iterations)
-    # Already materialized by the rounds: counted for the broadcast decision, not copied again.
-    components = components.select(F.col("node").alias("_first"), "component")
-    components = tables.broadcast_small(components, components.count(), broadcast_max_rows)
+    components, rounds, nodes = connected_components(
+        _stars(per_set, "vertices").union(_stars(listed, "owners")), max_iterations)
+    components = tables.broadcast_small(components.select(F.col("node").alias("_first"), "component"), nodes,
+                                        broadcast_max_rows)
     # A set without a listed identity has only unlisted ones, all in one component (an identity in
     # no edge is its own): its first vertex's component is the set's.
     resolved = per_set.select(key, "direct_profile", F.get(F.col("vertices"), 0).alias("_first")).join(

@@ -7,6 +7,7 @@ itself, so a summary never costs a second pass over the data.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,11 +73,19 @@ def spark_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[Non
                 spark.conf.set(key, value)
 
 
+def kept_counted(table: DataFrame) -> tuple[DataFrame, int]:
+    """`table` materialized (`localCheckpoint`) and its number of rows, counted by the job that
+    keeps it: no second job to count what was just written."""
+    counted, observation = observe(table, f"kept-{uuid.uuid4().hex}", rows=F.count(F.lit(1)))
+    kept = counted.localCheckpoint()
+    return kept, counts(observation)["rows"]
+
+
 def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
     """Materialize a table far smaller than the events once (its size is then known and every
     reader shares it), marked for broadcast when it has at most `broadcast_max_rows` rows."""
-    table = table.localCheckpoint()
-    return broadcast_small(table, table.count(), broadcast_max_rows)
+    table, rows = kept_counted(table)
+    return broadcast_small(table, rows, broadcast_max_rows)
 
 
 def broadcast_small(table: DataFrame, rows: int, broadcast_max_rows: int) -> DataFrame:
