@@ -203,6 +203,25 @@ def test_a_kept_table_is_counted_by_the_job_that_keeps_it(spark):
     assert counted == plain
 
 
+def test_kept_profiles_are_not_spread_over_the_sessions_partitions(spark):
+    """The kept profiles' aggregation is sized by adaptive execution (a few profiles: one partition),
+    where a cached plan would otherwise keep the session's count; the setting is given back."""
+    snapshot = snap(spark, [{"CRMID": [f"C{i}"]} for i in range(20)])
+    with tables.spark_conf(spark, {"spark.sql.shuffle.partitions": "8", "spark.sql.adaptive.enabled": "true"}):
+        kept, profiles = identity.kept_profiles(snapshot, PRIORITY)
+        # Another snapshot: the same one would share the kept profiles' cache.
+        other = snap(spark, [{"CRMID": [f"D{i}"]} for i in range(20)])
+        plain = identity.snapshot_profiles(other, PRIORITY).persist()
+        try:
+            assert plain.rdd.getNumPartitions() == 8
+            assert kept.rdd.getNumPartitions() == 1
+            assert profiles.count() == kept.count() == 20
+            assert spark.conf.get("spark.sql.optimizer.canChangeCachedPlanOutputPartitioning") == "false"
+        finally:
+            kept.unpersist()
+            plain.unpersist()
+
+
 def test_identity_shuffles_are_sized_to_the_sets_not_the_session(spark, monkeypatch):
     """About SETS_PER_PARTITION sets per partition, at least one per core, at most the session's count."""
     cores = spark.sparkContext.defaultParallelism

@@ -153,8 +153,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
 
     start = time.perf_counter()
     snapshot = read_snapshot(spark, cfg)
-    kept_profiles = identity.snapshot_profiles(snapshot, priority).persist(StorageLevel.MEMORY_AND_DISK)
-    profiles, _ = identity.coalesced(kept_profiles)
+    kept_profiles, profiles = identity.kept_profiles(snapshot, priority)
     snap_invalid = quality.snapshot_without_identity(snapshot, run_id)
     snap_invalid, snap_obs = tables.observe(snap_invalid, "snapshot", rows=F.count(F.lit(1)))
     tables.write(snap_invalid, cfg.quarantine_path("snapshot"), "delta")
