@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Sequence
 
 from pyspark import StorageLevel
@@ -185,10 +184,9 @@ def connected_components(edges: DataFrame, max_iterations: int) -> tuple[DataFra
         jumped = rows.where(F.col("node").isNotNull()).select(
             "node", F.least("key", F.coalesce("hop", "key")).alias("label"), "previous")
         # Converged when every node kept the label it came into the round with.
-        jumped, changes = tables.observe(jumped, f"round-{uuid.uuid4().hex}",
-                                         changed=F.count_if(F.col("label") != F.col("previous")))
-        labels = jumped.localCheckpoint().select("node", "label")
-        if tables.counts(changes)["changed"] == 0:
+        jumped, observed = tables.kept_observed(jumped, changed=F.count_if(F.col("label") != F.col("previous")))
+        labels = jumped.select("node", "label")
+        if observed["changed"] == 0:
             break
     else:
         log.warning("identity graph: label propagation stopped at identity.max_iterations=%d before "

@@ -73,12 +73,18 @@ def spark_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[Non
                 spark.conf.set(key, value)
 
 
+def kept_observed(table: DataFrame, **metrics: Column) -> tuple[DataFrame, dict[str, int]]:
+    """`table` materialized (`localCheckpoint`) and aggregate `metrics` of it, computed by the job
+    that keeps it: no second job over what was just written."""
+    observed, observation = observe(table, f"kept-{uuid.uuid4().hex}", **metrics)
+    kept = observed.localCheckpoint()
+    return kept, counts(observation)
+
+
 def kept_counted(table: DataFrame) -> tuple[DataFrame, int]:
-    """`table` materialized (`localCheckpoint`) and its number of rows, counted by the job that
-    keeps it: no second job to count what was just written."""
-    counted, observation = observe(table, f"kept-{uuid.uuid4().hex}", rows=F.count(F.lit(1)))
-    kept = counted.localCheckpoint()
-    return kept, counts(observation)["rows"]
+    """`table` materialized and its number of rows (`kept_observed`)."""
+    kept, observed = kept_observed(table, rows=F.count(F.lit(1)))
+    return kept, observed["rows"]
 
 
 def small_side(table: DataFrame, broadcast_max_rows: int) -> DataFrame:
