@@ -132,6 +132,17 @@ def test_observed_counts_come_from_the_write(spark, tmp_path):
     assert tables.counts(obs) == {"rows": 10, "even": 5}
 
 
+def test_a_pinned_delta_frame_keeps_its_version_while_the_table_grows(spark, tmp_path):
+    path = str(tmp_path / "growing")
+    tables.write(spark.range(10), path, "delta")
+    live, pinned = tables.read(spark, path, "delta"), tables.read(spark, path, "delta", pinned=True)
+    spark.range(5).write.format("delta").mode("append").save(path)
+    assert (live.count(), pinned.count()) == (15, 10)
+    assert tables.delta_version(spark, path) == 1
+    with pytest.raises(InputError, match="nowhere"):
+        tables.read(spark, str(tmp_path / "nowhere"), "delta", pinned=True)
+
+
 def test_reading_a_missing_dataset_names_the_path(spark, tmp_path):
     with pytest.raises(InputError, match=r"nowhere: no parquet dataset there"):
         tables.read(spark, str(tmp_path / "nowhere"), "parquet")

@@ -100,12 +100,17 @@ def broadcast_small(table: DataFrame, rows: int, broadcast_max_rows: int) -> Dat
     return F.broadcast(table) if rows <= broadcast_max_rows else table
 
 
-def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = None) -> DataFrame:
+def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = None, *,
+         pinned: bool = False) -> DataFrame:
     """Read a dataset in `parquet`, `json` (lines) or `delta`; a missing path is an InputError.
 
     JSON read with a schema gets a `_corrupt_record` column: a line that is not JSON, or holds a
     value of the wrong type, is kept there (its fields may be null) so that it can be quarantined
     instead of becoming a row of silent nulls.
+
+    A Delta frame reads the table's latest version at each action, so two passes over it may see
+    different rows while another writer appends. `pinned` reads the version that is the latest now
+    at every action (files and folders are listed once, when read, and need nothing).
     """
     reader = spark.read.format(fmt)
     if schema is not None and fmt == "json":
@@ -114,11 +119,19 @@ def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = N
     if schema is not None and fmt != "delta":
         reader = reader.schema(schema)
     try:
+        if pinned and fmt == "delta":
+            reader = reader.option("versionAsOf", delta_version(spark, path))
         return reader.load(path)
     except AnalysisException as exc:
         if "PATH_NOT_FOUND" in str(exc) or "is not a Delta table" in str(exc) or "DELTA_MISSING" in str(exc):
-            raise InputError(f"{path}: no {fmt} dataset there ({exc.getMessage().splitlines()[0]})") from None
+            raise InputError(f"{path}: no {fmt} dataset there ({str(exc).splitlines()[0]})") from None
         raise
+
+
+def delta_version(spark: SparkSession, path: str) -> int:
+    """The latest version of the Delta table at `path`."""
+    quoted = path.replace("`", "``")
+    return int(spark.sql(f"DESCRIBE HISTORY delta.`{quoted}` LIMIT 1").first()["version"])
 
 
 def write(

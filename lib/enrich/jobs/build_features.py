@@ -102,7 +102,10 @@ def read_events(spark: SparkSession, cfg: Config) -> DataFrame:
     fmt = cfg.input.events.format
     # JSON carries no types: read it with the contract's schema. Parquet and Delta carry their own,
     # which is checked below so that drift fails loudly instead of turning into nulls.
-    raw = tables.read(spark, cfg.events_path, fmt, schema=xdm.EXPERIENCE_EVENT if fmt == "json" else None)
+    # Pinned: every pass over the events sees the same rows while other writers append to a Delta
+    # table.
+    raw = tables.read(spark, cfg.events_path, fmt, schema=xdm.EXPERIENCE_EVENT if fmt == "json" else None,
+                      pinned=True)
     quality.check_event_schema(raw.schema, cfg.events_path)
     return raw
 
