@@ -6,9 +6,10 @@ import datetime as dt
 import re
 
 import pytest
-from enrich import features, tables
+from enrich import features, quality, tables
 from enrich.config import FeaturesConfig
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 D = dt.date(2025, 3, 1)
 CFG = FeaturesConfig(windows_days=[7, 30, 90], session_gap_minutes=30, affinity_half_life_days=30, top_categories=3)
@@ -33,7 +34,7 @@ def events(spark, rows: list[tuple]) -> DataFrame:
         data.append((event_id, ts(when), kind, [("ECID", "x")], *[kind == f for f in FLAGS],
                      revenue, None, cats, f"key-{profile}", profile, "anonymous" if anonymous else "direct",
                      "ECID" if anonymous else None, anonymous))
-    return spark.createDataFrame(data, SCHEMA)
+    return spark.createDataFrame(data, SCHEMA).withColumn("event_key", quality.id_hash(F.col("event_id")))
 
 
 def keyed(spark, profiles: list[str], anonymous: dict[str, str] | None = None) -> DataFrame:

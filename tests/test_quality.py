@@ -85,6 +85,30 @@ def test_duplicates_keep_one_valid_earliest_copy(spark):
         assert reasons == ["duplicate_id", "duplicate_id", "unparseable_timestamp"]
 
 
+def test_the_kept_rows_hold_an_id_only_where_the_row_may_leave(spark):
+    """The features job keeps every parsed row, but the `_id` strings (most of a row) only where the
+    row fails a check or shares its id's hash with another row; every row keeps that hash."""
+    raw = spark.createDataFrame([
+        ("a", "2025-01-01T00:00:00Z", ids()),
+        ("b", "2025-01-01T00:00:00Z", ids()),
+        ("b", "2025-01-02T00:00:00Z", ids()),
+        ("c", "bad", ids()),
+    ], MINIMAL)
+    repeated = quality.repeated_ids(raw)
+    assert repeated.count() == 1
+    rows = (raw.transform(quality.parse_events(CLOCK)).withColumn("_copy", F.monotonically_increasing_id())
+            .transform(quality.flag_repeated(repeated)))
+    hashes = dict(raw.select("_id", F.xxhash64("_id")).collect())
+    got = sorted((r.event_key, r.event_id, r._repeated, r.row_reason) for r in rows.collect())
+    assert got == sorted([
+        (hashes["a"], None, False, None),
+        (hashes["b"], "b", True, None),
+        (hashes["b"], "b", True, None),
+        (hashes["c"], "c", False, "unparseable_timestamp"),
+    ])
+    assert sorted(r.event_id for r in quality.leaving(rows).collect()) == ["b", "b", "c"]
+
+
 def test_each_row_is_parsed_and_checked_once(spark):
     """The timestamp is parsed and the row checks run once per row: in one projection, the checks'
     later branches would parse the timestamp again and `raw` would repeat every check."""

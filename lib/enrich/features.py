@@ -6,7 +6,7 @@ leak). A window of w days covers [D - w days, D). Names read `<measure>_<w>d`; w
 
 Execution plan, chosen for one shuffle of the events:
 1. repartition by profile_key (the resolution's 64-bit number of the profile) and sort each
-   partition by (profile_key, ts, event_id's hash) — the shuffle, of the columns the features read,
+   partition by (profile_key, ts, event_key) — the shuffle, of the columns the features read,
    every one fixed-width;
 2. ordered window functions over that order (session breaks, first event of a day, distinct
    purchase days and gaps between them) — no new exchange, the sort is reused;
@@ -38,12 +38,13 @@ from enrich.config import FeaturesConfig
 
 TREND_DAYS = 30
 
-# What `build` reads of each resolved event (and all it shuffles, with a hash of event_id): the
-# profile as its number, so that every shuffled row is fixed-width and the sort, the window and the
-# aggregation key on one long (10M events: `build` 14.6-15.1s, against 17.4-20.9s keyed by the
-# 32-character profile_id with an anonymous profile's name alongside).
-EVENT_COLUMNS = ["profile_key", "ts", "is_page_view", "is_product_view", "is_cart_add", "is_checkout", "is_purchase",
-                 "revenue", "categories"]
+# What `build` reads of each resolved event, and all it shuffles: the profile as its number, so
+# that every shuffled row is fixed-width and the sort, the window and the aggregation key on one
+# long (10M events: `build` 14.6-15.1s, against 17.4-20.9s keyed by the 32-character profile_id with
+# an anonymous profile's name alongside). `event_key` is the event_id's 64-bit hash
+# (`quality.parse_events`): it only orders events at the same instant.
+EVENT_COLUMNS = ["profile_key", "ts", "event_key", "is_page_view", "is_product_view", "is_cart_add", "is_checkout",
+                 "is_purchase", "revenue", "categories"]
 
 
 def _ts(day: dt.date) -> Column:
@@ -206,9 +207,9 @@ def build(resolved: DataFrame, profiles: DataFrame, attributes: DataFrame, as_of
     can reach and lists every snapshot profile; `attributes` are keyed by profile_id.
     """
     d = _ts(as_of)
-    # The one shuffle of the events, of the columns the features read (event_id as a 64-bit hash:
-    # it only orders events at the same instant): every later step keeps its partitioning and order.
-    before = resolved.where(F.col("ts") < d).select(*EVENT_COLUMNS, F.xxhash64("event_id").alias("event_key"))
+    # The one shuffle of the events, of the columns the features read: every later step keeps its
+    # partitioning and order.
+    before = resolved.where(F.col("ts") < d).select(*EVENT_COLUMNS)
     events = before.repartition("profile_key").sortWithinPartitions("profile_key", "ts", "event_key")
     ordered = _ordered(events, cfg.session_gap_minutes)
     d_minus_1 = F.date_sub(F.to_date(d), 1)

@@ -201,11 +201,12 @@ def _has_identity(identity_map: Column) -> Column:
 def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
     """Flatten raw XDM events and run every row check but `duplicate_id` (narrow: no shuffle).
 
-    Output: event_id, ts, event_type, identity_key, key_hash (its 64-bit hash: what the events join
-    their resolution on), is_page_view, is_product_view, is_cart_add, is_checkout, is_purchase,
-    revenue, order_id, categories, row_reason (null when the row passes)
-    and raw (the original row as JSON, built only where it is read: for the rows that go to
-    quarantine). Everything but `categories` and `raw` is a native expression, so a pass that
+    Output: event_id, event_key (its 64-bit hash, null without an id: what duplicates are found by
+    and what orders a profile's events at one instant), ts, event_type, identity_key, key_hash (its
+    64-bit hash: what the events join their resolution on), is_page_view, is_product_view,
+    is_cart_add, is_checkout, is_purchase, revenue, order_id, categories, row_reason (null when the
+    row passes) and raw (the original row as JSON, built only where it is read: for the rows that
+    go to quarantine). Everything but `categories` and `raw` is a native expression, so a pass that
     selects a few columns reads and computes only those.
     """
     clock_lit = utc.instant(clock)  # naive means UTC
@@ -250,6 +251,7 @@ def parse_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
         checked = fields.select("*", row_reason.alias("row_reason"))
         return checked.select(
             F.col("_id").alias("event_id"),
+            id_hash(F.col("_id")).alias("event_key"),
             ts.alias("ts"),
             event_type.alias("event_type"),
             key.alias("identity_key"),
@@ -279,34 +281,52 @@ def _preference() -> Column:
     return F.struct(F.col("row_reason").isNotNull(), F.col("ts").isNull(), F.col("ts"), F.xxhash64(*PARSED))
 
 
-def id_hash() -> Column:
-    """`_h`: the 64-bit hash of a row's `_id` (null when it has none), what duplicates are found by."""
-    return F.when(F.col("event_id").isNotNull(), F.xxhash64("event_id"))
+def id_hash(event_id: Column) -> Column:
+    """The 64-bit hash of an `_id` (null when there is none): a row's `event_key`."""
+    return F.when(event_id.isNotNull(), F.xxhash64(event_id))
 
 
-def repeated_ids(rows: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
-    """(_h, _repeated): the `_id` hashes two rows or more share, materialized (this runs the count),
-    marked for broadcast when there are at most `broadcast_max_ids`.
+def repeated_ids(raw: DataFrame, broadcast_max_ids: int = 1_000_000) -> DataFrame:
+    """(event_key, _repeated): the `_id` hashes two raw rows or more share, materialized (this runs
+    the count), marked for broadcast when there are at most `broadcast_max_ids`.
 
-    `rows` are parsed rows with `_h` (`id_hash`). Counting 64-bit hashes is a hash aggregation of
-    longs: no row and no string is shuffled. Hash collisions fall out later, where the candidates
-    are grouped by `_id` (`duplicate_copies`: a group of one drops nothing).
+    A pass of its own over the raw events that reads their `_id` alone (a column of the files), so
+    that the pass which parses and keeps every row already knows which may be a duplicate
+    (`flag_repeated`). Counting 64-bit hashes is a hash aggregation of longs: no row and no string
+    is shuffled. Hash collisions fall out later, where the candidates are grouped by `_id`
+    (`duplicate_copies`: a group of one drops nothing).
     """
-    repeated = (rows.where(F.col("_h").isNotNull()).groupBy("_h").count().where(F.col("count") > 1)
-                .select("_h", F.lit(True).alias("_repeated")))
-    # Without adaptive execution for this one count: it would fill a not yet kept `rows` in a stage
-    # of its own and read it back, where this way the task that keeps a row also hashes it.
-    with tables.spark_conf(rows.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
-        return tables.small_side(repeated, broadcast_max_ids)
+    keys = raw.select(id_hash(F.col("_id")).alias("event_key")).where(F.col("event_key").isNotNull())
+    repeated = keys.groupBy("event_key").count().where(F.col("count") > 1).select(
+        "event_key", F.lit(True).alias("_repeated"))
+    return tables.small_side(repeated, broadcast_max_ids)
 
 
-def leaving(rows: DataFrame, repeated: DataFrame) -> DataFrame:
+def flag_repeated(repeated: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """Parsed rows (with `_copy`, an id of the physical row) with `_repeated`: whether their
+    `event_key` is one of `repeated` (`repeated_ids`). A row's `event_id` is kept only where it may
+    leave the events (failing a check, or a possible duplicate): no later step reads the id of a
+    row that stays, which is ordered by `event_key`. The `_id` strings are most of a parsed row."""
+
+    def transform(rows: DataFrame) -> DataFrame:
+        flagged = rows.join(repeated, "event_key", "left").withColumn(
+            "_repeated", F.coalesce("_repeated", F.lit(False)))
+        may_leave = F.col("row_reason").isNotNull() | F.col("_repeated")
+        return flagged.withColumn("event_id", F.when(may_leave, F.col("event_id")))
+
+    return transform
+
+
+def leaving(rows: DataFrame) -> DataFrame:
     """The rows that may leave the events, materialized: every row failing a check, and every copy
-    of an `_id` whose hash is `repeated` (those have `_repeated`). One pass over `rows` finds both,
-    so the quarantine and the choice among copies read only these few rows afterwards. `rows` carry
-    `_copy`, an id of the physical row: kept, so that every reader sees the same ids."""
-    flagged = rows.join(repeated, "_h", "left").withColumn("_repeated", F.coalesce("_repeated", F.lit(False)))
-    return flagged.where(F.col("row_reason").isNotNull() | F.col("_repeated")).localCheckpoint()
+    of an `_id` whose hash is repeated (`flag_repeated`), so that the quarantine and the choice
+    among copies read only these few rows afterwards. Run first on kept `rows`, this is the pass
+    that keeps them."""
+    # Without adaptive execution: it would fill the not yet kept `rows` in a stage of its own and
+    # read them back (10M events: 2.7s more), where this way the task that keeps a row also
+    # filters it.
+    with tables.spark_conf(rows.sparkSession, {"spark.sql.adaptive.enabled": "false"}):
+        return rows.where(F.col("row_reason").isNotNull() | F.col("_repeated")).localCheckpoint()
 
 
 def duplicate_copies(candidates: DataFrame) -> DataFrame:
@@ -334,13 +354,13 @@ def _parsed() -> Column:
 def mark_duplicates(dropped: DataFrame) -> Callable[[DataFrame], DataFrame]:
     """Give every row its `reason` (its row check's, or `duplicate_id` for a copy in `dropped`, from
     `duplicate_copies`) and `raw` (a failed check's original row, or a duplicate's `_parsed`);
-    `_copy`, `row_reason` and the duplicate search's `_h` and `_repeated` go."""
+    `_copy`, `row_reason` and the duplicate search's `_repeated` go."""
 
     def transform(rows: DataFrame) -> DataFrame:
         reason = F.coalesce(F.col("row_reason"), F.when(F.col("_dropped"), F.lit("duplicate_id")))
         marked = rows.join(dropped, "_copy", "left").withColumn("reason", reason)
         raw = F.when(F.col("reason").isNotNull(), F.coalesce(F.col("raw"), F.col("_parsed")))
-        return marked.withColumn("raw", raw).drop("_copy", "_dropped", "_parsed", "row_reason", "_h", "_repeated")
+        return marked.withColumn("raw", raw).drop("_copy", "_dropped", "_parsed", "row_reason", "_repeated")
 
     return transform
 
@@ -351,7 +371,8 @@ def validate_events(clock: dt.datetime) -> Callable[[DataFrame], DataFrame]:
 
     The plain composition, for small inputs, tests and labels: it numbers every `_id`'s copies in
     a window (a shuffle of all rows). The features job materializes the parsed rows once and
-    shuffles only id hashes (`repeated_ids`, `leaving`, `duplicate_copies`, `mark_duplicates`);
+    shuffles only id hashes (`repeated_ids`, `flag_repeated`, `leaving`, `duplicate_copies`,
+    `mark_duplicates`);
     both keep the same copy.
     """
 

@@ -102,8 +102,8 @@ def read_events(spark: SparkSession, cfg: Config) -> DataFrame:
     fmt = cfg.input.events.format
     # JSON carries no types: read it with the contract's schema. Parquet and Delta carry their own,
     # which is checked below so that drift fails loudly instead of turning into nulls.
-    # Pinned: every pass over the events sees the same rows while other writers append to a Delta
-    # table.
+    # Pinned: the job reads the events in two passes (the `_id`s alone, then every row), which
+    # must see the same rows while other writers append to a Delta table.
     raw = tables.read(spark, cfg.events_path, fmt, schema=xdm.EXPERIENCE_EVENT if fmt == "json" else None,
                       pinned=True)
     quality.check_event_schema(raw.schema, cfg.events_path)
@@ -130,19 +130,20 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
 
     start = time.perf_counter()
     raw = read_events(spark, cfg)
+    # The hashes of `_id` that repeat, from a pass that reads that column alone.
+    max_ids = cfg.quality.broadcast_max_duplicate_ids
+    repeated = quality.repeated_ids(raw, max_ids)
     # Parsed and checked once (natively: identities stay the raw identityMap's entries), kept for
     # the duplicates, the quarantine, the identity links and every as-of date: one read of the
     # events. On disk, not in memory: cached in memory they would hold half of the execution
     # memory the feature sort needs.
-    rows = (raw.transform(quality.parse_events(clock))
-            .withColumn("_copy", F.monotonically_increasing_id()).withColumn("_h", quality.id_hash())
-            .persist(StorageLevel.DISK_ONLY))
-    # The pass that fills the cache counts the rows and the hashes of their ids; one more pass
-    # keeps the rows that may leave the events (failing a check, or sharing an id hash). The
-    # copies not kept are chosen among those, and go to the rows by broadcast, as row ids.
-    max_ids = cfg.quality.broadcast_max_duplicate_ids
+    rows = (raw.transform(quality.parse_events(clock)).withColumn("_copy", F.monotonically_increasing_id())
+            .transform(quality.flag_repeated(repeated)).persist(StorageLevel.DISK_ONLY))
+    # The pass that fills the cache counts the rows and keeps those that may leave the events
+    # (failing a check, or sharing an id hash). The copies not kept are chosen among those, and go
+    # to the rows by broadcast, as row ids.
     counted, read = tables.observe(rows, "read", rows=F.count(F.lit(1)))
-    leaving = quality.leaving(rows, quality.repeated_ids(counted, max_ids))
+    leaving = quality.leaving(counted)
     dropped = tables.small_side(quality.duplicate_copies(leaving.where("_repeated")), max_ids)
     quarantined, validation = tables.observe(
         quality.quarantine_rows(leaving.transform(quality.mark_duplicates(dropped)), "events", run_id),
@@ -151,7 +152,8 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     counts = tables.counts(validation) | {"rows": tables.counts(read)["rows"]}
     quality.enforce_threshold(counts, cfg.quality.max_invalid_fraction, cfg.events_path)
     checked = rows.transform(quality.mark_duplicates(dropped))
-    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw")
+    # Valid rows keep `event_key`, not the `_id` strings, which only the rows leaving kept.
+    valid = checked.where(F.col("reason").isNull()).drop("reason", "raw", "event_id")
     seconds["read+validate"] = time.perf_counter() - start
 
     start = time.perf_counter()
