@@ -109,8 +109,9 @@ def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = N
     instead of becoming a row of silent nulls.
 
     A Delta frame reads the table's latest version at each action, so two passes over it may see
-    different rows while another writer appends. `pinned` reads the version that is the latest now
-    at every action (files and folders are listed once, when read, and need nothing).
+    different rows while another writer appends. `pinned` reads, at every action, the version that
+    is the latest when `read` is called. (A parquet or JSON folder is listed once, when read: it
+    needs no pin.)
     """
     reader = spark.read.format(fmt)
     if schema is not None and fmt == "json":

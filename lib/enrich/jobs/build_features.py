@@ -134,7 +134,7 @@ def run(spark: SparkSession, cfg: Config) -> FeaturesSummary:
     max_ids = cfg.quality.broadcast_max_duplicate_ids
     repeated = quality.repeated_ids(raw, max_ids)
     # Parsed and checked once (natively: identities stay the raw identityMap's entries), kept for
-    # the duplicates, the quarantine, the identity links and every as-of date: one read of the
+    # the duplicates, the quarantine, the identity links and every as-of date: one parse of the
     # events. On disk, not in memory: cached in memory they would hold half of the execution
     # memory the feature sort needs.
     rows = (raw.transform(quality.parse_events(clock)).withColumn("_copy", F.monotonically_increasing_id())
