@@ -111,6 +111,24 @@ def test_the_jobs_plan_equals_the_plain_composition(spark, lake):
     assert_same_rows(rounded(by_keys.drop("as_of_date")), expected)
 
 
+def test_a_rerun_in_the_same_session_compiles_next_to_no_code(spark, lake):
+    """Local mode keeps up to 2,000 generated classes (`session.local_conf`). One run of the job makes
+    several hundred, more than Spark's default of 100, so with that default a re-run in the same
+    session compiled nearly all of them again (and the JIT warmed them up again). The re-run's
+    summary is the first run's but for its id and seconds."""
+    root, out = lake
+    compiled = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    before = compiled.getCount()
+    code, again, err = run(build_features, [*GEN, "--set", f"lake={root}", "--set", DATES])
+    assert code == 0, err
+    assert compiled.getCount() - before < 25
+
+    def counts(summary: str) -> list[str]:
+        return [line for line in summary.splitlines() if not line.startswith(("build_features: run", "  seconds"))]
+
+    assert counts(again) == counts(out) and len(counts(out)) >= 7
+
+
 def rounded(df):
     """Doubles to 9 places: sums of the same values in another partition order may differ in the last bit."""
     return df.select(*[
