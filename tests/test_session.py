@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -141,6 +142,11 @@ def test_a_pinned_delta_frame_keeps_its_version_while_the_table_grows(spark, tmp
     assert tables.delta_version(spark, path) == 1
     with pytest.raises(InputError, match="nowhere"):
         tables.read(spark, str(tmp_path / "nowhere"), "delta", pinned=True)
+    # A relative path (the default lake is `./lake`) is the JVM's working directory's, as for any read.
+    relative = os.path.relpath(path, spark._jvm.java.lang.System.getProperty("user.dir"))
+    assert not os.path.isabs(relative)
+    assert tables.read(spark, relative, "delta", pinned=True).count() == 15
+    assert tables.delta_version(spark, relative) == 1
 
 
 def test_reading_a_missing_dataset_names_the_path(spark, tmp_path):

@@ -130,7 +130,12 @@ def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = N
 
 
 def delta_version(spark: SparkSession, path: str) -> int:
-    """The latest version of the Delta table at `path`."""
+    """The latest version of the Delta table at `path` (absolute or, like any read's, relative to the
+    working directory: Delta's SQL takes `delta.`<path>`` for an absolute path only, so a relative one
+    is qualified first)."""
+    fs, hadoop_path = _fs(spark, path)
+    if not hadoop_path.isAbsolute():
+        path = str(fs.makeQualified(hadoop_path).toString())
     quoted = path.replace("`", "``")
     return int(spark.sql(f"DESCRIBE HISTORY delta.`{quoted}` LIMIT 1").first()["version"])
 
