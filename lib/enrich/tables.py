@@ -130,9 +130,9 @@ def read(spark: SparkSession, path: str, fmt: str, schema: StructType | None = N
 
 
 def delta_version(spark: SparkSession, path: str) -> int:
-    """The latest version of the Delta table at `path` (absolute or, like any read's, relative to the
-    working directory: Delta's SQL takes `delta.`<path>`` for an absolute path only, so a relative one
-    is qualified first)."""
+    """The latest version of the Delta table at `path`: absolute, or relative to the working directory
+    as any read's is. Delta's SQL reads delta.`<path>` as a path only when it is absolute, so a
+    relative one is qualified first."""
     fs, hadoop_path = _fs(spark, path)
     if not hadoop_path.isAbsolute():
         path = str(fs.makeQualified(hadoop_path).toString())
